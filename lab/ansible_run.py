@@ -1,0 +1,105 @@
+"""Run real ``ansible-playbook`` against a lab from tests, and read each task's result.
+
+The playbook runs with the lab inventory (``inventories/lab``), pointed at one lab through
+``DBOS_LAB_STATE``, and the collection as ``make collection`` installed it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lab.core import REPO, Lab
+
+LAB_INVENTORY = REPO / "inventories" / "lab"
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+@dataclass
+class PlaybookResult:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+    data: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def tasks(self, host: str = "localhost") -> list[tuple[str, dict]]:
+        """(task name, result) for every task that ran on ``host``, in order."""
+        return [(t["task"]["name"], t["hosts"][host])
+                for play in self.data.get("plays", []) for t in play["tasks"] if host in t["hosts"]]
+
+    def task(self, name: str, host: str = "localhost") -> dict:
+        for task_name, result in self.tasks(host):
+            if task_name == name:
+                return result
+        raise KeyError(f"no task named {name!r}; ran: {[n for n, _ in self.tasks(host)]}")
+
+    def stats(self, host: str = "localhost") -> dict:
+        return self.data.get("stats", {}).get(host, {})
+
+    @property
+    def changed(self) -> int:
+        return self.stats().get("changed", 0)
+
+    def explain(self) -> str:
+        """For assertion messages: the failed tasks' messages, or the raw output."""
+        failed = [f"{n}: {r.get('msg', r)}" for n, r in self.tasks() if r.get("failed")]
+        return "\n".join(failed) or (self.stdout[-3000:] + self.stderr[-3000:])
+
+
+@dataclass
+class AnsibleRunner:
+    lab: Lab
+    workdir: Path
+
+    def env(self, extra: dict[str, str] | None = None, json_output: bool = True) -> dict[str, str]:
+        env = {**os.environ, **self.lab.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+               "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+        if json_output:
+            env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+        return {**env, **(extra or {})}
+
+    def write_playbook(self, plays: list[dict] | str, name: str = "playbook.yml") -> Path:
+        path = self.workdir / name
+        path.write_text(plays if isinstance(plays, str) else yaml.safe_dump(plays, sort_keys=False))
+        return path
+
+    def run(self, playbook: Path | str | list[dict], *, extra_vars: dict | None = None, check: bool = False,
+            tags: str | None = None, verbosity: int = 0, json_output: bool = True,
+            env: dict[str, str] | None = None, inventory: Path = LAB_INVENTORY,
+            timeout: float = 900) -> PlaybookResult:
+        if not isinstance(playbook, Path):
+            playbook = self.write_playbook(playbook)
+        argv = [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(playbook)]
+        if extra_vars:
+            vars_file = self.workdir / f"extra-vars-{time.monotonic_ns()}.json"
+            vars_file.write_text(json.dumps(extra_vars))
+            argv += ["-e", f"@{vars_file}"]
+        if check:
+            argv.append("--check")
+        if tags:
+            argv += ["--tags", tags]
+        if verbosity:
+            argv.append("-" + "v" * verbosity)
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, cwd=REPO, env=self.env(env, json_output), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        result = PlaybookResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
+        if json_output:
+            # profile_tasks (ansible.cfg) prints timing lines around the JSON document
+            try:
+                result.data, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
+            except ValueError:
+                result.data = {}
+        return result

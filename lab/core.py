@@ -1,0 +1,201 @@
+"""One lab: start, describe, check and stop its stand-ins.
+
+A lab lives in a folder. ``up`` starts moto, the Kubernetes emulator, the status stand-in and
+PostgreSQL on free ports and writes ``state.json`` there (mode 0600: it holds the database
+password). Every other command, the lab inventory and the test fixtures read that file.
+``down`` stops exactly the processes recorded in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import aws, postgres, procs
+from lab.kube import clear_discovery_cache, write_kubeconfig
+
+REPO = Path(__file__).resolve().parent.parent
+CRD_DIR = Path(__file__).resolve().parent / "crds"
+DEFAULT_DIR = REPO / ".lab"
+TOOLS_DIR = Path(os.environ.get("LAB_TOOLS_DIR", REPO / ".tools" / "bin"))
+STATE_FILE = "state.json"
+STOP_SIGNALS = {"postgres": signal.SIGINT}  # PostgreSQL's fast shutdown; SIGTERM waits for clients
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass
+class Lab:
+    dir: Path
+    state: dict = field(default_factory=dict)
+
+    # --- reading ---------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.dir / STATE_FILE
+
+    @classmethod
+    def load(cls, directory: Path | str = DEFAULT_DIR) -> Lab:
+        directory = Path(directory)
+        path = directory / STATE_FILE if directory.is_dir() or not directory.suffix else directory
+        if not path.exists():
+            raise LabError(f"no lab at {path.parent} (start one with: make lab-up)")
+        return cls(dir=path.parent, state=json.loads(path.read_text()))
+
+    @property
+    def processes(self) -> list[procs.Proc]:
+        return [procs.Proc(**p) for p in self.state.get("processes", [])]
+
+    @property
+    def aws(self) -> dict:
+        return self.state["aws"]
+
+    @property
+    def kube(self) -> dict:
+        return self.state["kube"]
+
+    @property
+    def postgres(self) -> dict:
+        return self.state["postgres"]
+
+    def env(self) -> dict[str, str]:
+        """Environment for the aws/kubectl/helm/psql-style clients and for the lab inventory."""
+        env = {
+            "DBOS_LAB_STATE": str(self.state_file),
+            "AWS_ENDPOINT_URL": self.aws["endpoint"], "AWS_ACCESS_KEY_ID": self.aws["access_key"],
+            "AWS_SECRET_ACCESS_KEY": self.aws["secret_key"], "AWS_DEFAULT_REGION": self.aws["region"],
+            "AWS_REGION": self.aws["region"], "KUBECONFIG": self.kube["kubeconfig"],
+            # kubectl's discovery cache is per host:port; a later lab may reuse the port
+            "KUBECACHEDIR": str(self.dir / "kube-cache"),
+        }
+        tools = self.state.get("tools", {}).get("dir")
+        if tools:
+            env["PATH"] = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
+        return env
+
+    # --- starting --------------------------------------------------------------------------------
+    @classmethod
+    def up(cls, directory: Path | str = DEFAULT_DIR, status_delay: float = 1.0) -> Lab:
+        directory = Path(directory).resolve()
+        if (directory / STATE_FILE).exists():
+            existing = cls.load(directory)
+            if all(p.alive() for p in existing.processes):
+                return existing
+            existing.down()  # a half-dead lab: stop what is left, start afresh
+        directory.mkdir(parents=True, exist_ok=True)
+        logs = directory / "logs"
+        logs.mkdir(exist_ok=True)
+        lab = cls(dir=directory)
+        started: list[procs.Proc] = []
+        t0 = time.monotonic()
+        try:
+            aws_port, kube_port, pg_port = procs.free_port(), procs.free_port(), procs.free_port()
+            # moto and the emulator start in the background while PostgreSQL initialises
+            moto = procs.spawn("moto", procs.python_module("lab.aws", str(aws_port)), logs / "moto.log",
+                               env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "PYTHONPATH": str(REPO)})
+            started.append(moto)
+            emulator = procs.spawn(
+                "kube-emulator",
+                procs.python_module("lab.kube.emulator", "--port", str(kube_port), "--crd-dir", str(CRD_DIR)),
+                logs / "kube-emulator.log", env={"PYTHONPATH": str(REPO)})
+            started.append(emulator)
+            pg, pg_facts = postgres.start(directory, pg_port, logs / "postgres.log")
+            started.append(pg)
+            lab.state["postgres"] = pg_facts  # recorded at once so a failure below still cleans it up
+            server = f"http://127.0.0.1:{kube_port}"
+            procs.wait_until(lambda: _http_ok(f"{server}/version"), 30, "kubernetes emulator", emulator)
+            kubeconfig = directory / "kubeconfig"
+            write_kubeconfig(kubeconfig, server)
+            clear_discovery_cache(server)
+            status = procs.spawn(
+                "kube-status", procs.python_module("lab.kube.status", "--kubeconfig", str(kubeconfig),
+                                                   "--delay", str(status_delay)),
+                logs / "kube-status.log", env={"PYTHONPATH": str(REPO)})
+            started.append(status)
+            endpoint = f"http://127.0.0.1:{aws_port}"
+            procs.wait_until(lambda: _http_ok(f"{endpoint}/moto-api/"), 60, "moto", moto)
+        except BaseException:
+            lab.state["processes"] = [p.to_dict() for p in started]
+            lab.down()
+            raise
+        lab.state.update({
+            "dir": str(directory),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "startup_seconds": round(time.monotonic() - t0, 2),
+            "aws": {"endpoint": endpoint, "region": aws.DEFAULT_REGION, "access_key": aws.ACCESS_KEY,
+                    "secret_key": aws.SECRET_KEY},
+            "kube": {"server": server, "kubeconfig": str(kubeconfig), "version": "v1.31.0",
+                     "status_delay": status_delay, "crd_dir": str(CRD_DIR)},
+            "tools": {"dir": str(TOOLS_DIR) if TOOLS_DIR.is_dir() else None,
+                      "helm": _tool("helm"), "kubectl": _tool("kubectl")},
+            "processes": [p.to_dict() for p in started],
+        })
+        lab.save()
+        return lab
+
+    def save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(self.state_file)
+
+    # --- checking --------------------------------------------------------------------------------
+    def health(self) -> dict[str, str]:
+        """Each stand-in and whether it answers: ``ok`` or what is wrong."""
+        alive = {p.name: p.alive() for p in self.processes}
+        report = {}
+        checks = {
+            "moto": lambda: _http_ok(f"{self.aws['endpoint']}/moto-api/"),
+            "kube-emulator": lambda: _http_ok(f"{self.kube['server']}/version"),
+            "kube-status": lambda: True,
+            "postgres": lambda: procs.port_open(self.postgres["port"]),
+        }
+        for name, check in checks.items():
+            if not alive.get(name):
+                report[name] = "not running"
+            else:
+                report[name] = "ok" if check() else "running but not answering"
+        return report
+
+    def reset_aws(self) -> None:
+        """Forget every AWS resource (moto's own reset endpoint)."""
+        req = urllib.request.Request(f"{self.aws['endpoint']}/moto-api/reset", method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    # --- stopping --------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop the processes this lab started (newest first) and remove its state; logs stay."""
+        stopped = []
+        for proc in reversed(self.processes):
+            if proc.alive():
+                procs.stop(proc, sig=STOP_SIGNALS.get(proc.name, signal.SIGTERM))
+                stopped.append(proc.name)
+        if "postgres" in self.state:
+            postgres.cleanup(self.state["postgres"], self.dir)
+        if "kube" in self.state:
+            clear_discovery_cache(self.kube["server"])
+        for name in (STATE_FILE, "kubeconfig"):
+            (self.dir / name).unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "postgres", ignore_errors=True)
+        return stopped
+
+
+def _tool(name: str) -> str | None:
+    path = TOOLS_DIR / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False

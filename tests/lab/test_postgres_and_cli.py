@@ -1,0 +1,81 @@
+"""The lab's PostgreSQL, and the lab's own life cycle through the Makefile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import psutil
+import psycopg
+
+from lab.core import REPO
+from lab.procs import port_open
+
+
+def test_sql_through_community_postgresql(ansible, lab):
+    pg = {"login_host": "{{ rds_admin_host }}", "login_port": "{{ rds_admin_port }}",
+          "login_user": "{{ rds_master_username }}", "login_password": "{{ rds_master_password }}"}
+    result = ansible.run([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Create a table", "community.postgresql.postgresql_query": {
+            **pg, "db": "postgres", "query": "CREATE TABLE IF NOT EXISTS lab_smoke (n int)"}},
+        {"name": "Insert", "community.postgresql.postgresql_query": {
+            **pg, "db": "postgres", "query": "INSERT INTO lab_smoke VALUES (%s), (%s)", "positional_args": [1, 41]}},
+        {"name": "Sum", "community.postgresql.postgresql_query": {
+            **pg, "db": "postgres", "query": "SELECT sum(n) AS total, current_setting('server_version') AS v "
+                                             "FROM lab_smoke"}},
+    ]}])
+    assert result.ok, result.explain()
+    row = result.task("Sum")["query_result"][0]
+    assert row["total"] == 42
+    assert row["v"].startswith("16.")
+
+
+def test_password_is_required_over_tcp(lab):
+    pg = lab.postgres
+    with psycopg.connect(pg["admin_url"]) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    wrong = pg["admin_url"].replace(pg["password"], "wrong-password")
+    try:
+        psycopg.connect(wrong)
+    except psycopg.OperationalError as exc:
+        assert "password authentication failed" in str(exc)
+    else:
+        raise AssertionError("the lab PostgreSQL accepted a wrong password")
+
+
+def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab):
+    lab_dir = tmp_path / "cli-lab"
+    env = {k: v for k, v in os.environ.items() if k not in ("DBOS_LAB_STATE", "MAKEFLAGS", "MAKELEVEL")}
+
+    def make(target):
+        return subprocess.run(["make", "--no-print-directory", target, f"LAB_DIR={lab_dir}"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    up = make("lab-up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    state = json.loads((lab_dir / "state.json").read_text())
+    assert oct((lab_dir / "state.json").stat().st_mode & 0o777) == "0o600"
+    pids = [p["pid"] for p in state["processes"]]
+    ports = [state["postgres"]["port"], int(state["aws"]["endpoint"].rsplit(":", 1)[1]),
+             int(state["kube"]["server"].rsplit(":", 1)[1])]
+    assert len(pids) == 4 and all(psutil.pid_exists(p) for p in pids)
+    # a second lab beside the session's: nothing shared
+    assert not set(ports) & {lab.postgres["port"], int(lab.aws["endpoint"].rsplit(":", 1)[1])}
+    children = [c.pid for p in pids for c in psutil.Process(p).children(recursive=True)]
+    assert children, "postgres runs its background workers as children"
+
+    status = make("lab-status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "lab is up" in status.stdout
+
+    down = make("lab-down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    survivors = [p for p in pids + children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert survivors == []
+    assert not any(port_open(p) for p in ports)
+    assert not (lab_dir / "state.json").exists()
+    assert not os.path.exists(state["postgres"]["root"])
+
+    after = make("lab-status")
+    assert after.returncode != 0
