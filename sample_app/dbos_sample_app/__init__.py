@@ -1,0 +1,1 @@
+"""A DBOS sample service: durable sleep workflows on a queue, with health and queue-depth endpoints."""

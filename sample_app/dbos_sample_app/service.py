@@ -1,0 +1,256 @@
+"""The DBOS sample service: an aiohttp server with a durable workflow queue.
+
+Life cycle: the HTTP server listens at once and answers ``/healthz`` with 503 while DBOS launches
+in the background; 200 once DBOS is launched and the queue is registered; 503 again from the first
+SIGTERM, while running workflows finish (``SHUTDOWN_GRACE_SECONDS``). Queued workflows stay
+ENQUEUED for the other replicas. Then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import signal
+import sqlite3
+import sys
+import time
+
+import psycopg
+from aiohttp import web
+from dbos import DBOS
+
+from dbos_sample_app.settings import APP_NAME, QUEUE_NAME, Settings, SettingsError, redact_url
+
+log = logging.getLogger("dbos_sample_app")
+
+STARTING, READY, DRAINING = "starting", "ready", "draining"
+SETTINGS = web.AppKey("settings", Settings)
+STATE = web.AppKey("state", dict)
+
+
+# --- the workflow -------------------------------------------------------------------------------
+
+@DBOS.step()
+async def record_start(seconds: float) -> float:
+    return seconds
+
+
+@DBOS.step()
+async def record_finish(seconds: float) -> str:
+    return f"slept {seconds:g} s"
+
+
+@DBOS.workflow()
+async def sleep_workflow(seconds: float) -> str:
+    """Sleep ``seconds`` durably: a restarted process resumes the sleep where it was, not anew."""
+    await record_start(seconds)
+    await DBOS.sleep_async(seconds)
+    return await record_finish(seconds)
+
+
+# --- queue depth ----------------------------------------------------------------------------------
+
+IN_FLIGHT_COUNT = ("SELECT count(*) FROM {table} WHERE queue_name = {p} AND status = 'ENQUEUED'{extra} "
+                   "AND application_name = {p}")
+
+
+class PostgresQueueDepth:
+    """Number of workflows waiting (ENQUEUED) on a queue for this application, on PostgreSQL.
+
+    One COUNT with ``queue_name`` and ``status`` equality: an index-only scan of DBOS's partial
+    index on in-flight workflows, which INCLUDEs ``application_name`` for this filter. One
+    connection, kept open and used with a prepared statement; reopened once if it broke.
+    """
+
+    query = IN_FLIGHT_COUNT.format(table="dbos.workflow_status", p="%s", extra="")
+
+    def __init__(self, database_url: str):
+        self.conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.conn: psycopg.AsyncConnection | None = None
+        self.lock = asyncio.Lock()
+
+    async def count(self, queue: str) -> int:
+        async with self.lock:
+            for attempt in (1, 2):
+                try:
+                    if self.conn is None or self.conn.closed:
+                        self.conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                    cursor = await self.conn.execute(self.query, (queue, APP_NAME), prepare=True)
+                    return (await cursor.fetchone())[0]
+                except psycopg.OperationalError:
+                    self.conn = None
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+
+class SqliteQueueDepth:
+    """The same count on SQLite, where the partial index is used only if the query repeats its
+    predicate."""
+
+    query = IN_FLIGHT_COUNT.format(table="workflow_status", p="?", extra=" AND status IN ('ENQUEUED', 'PENDING')")
+
+    def __init__(self, database_url: str):
+        self.path = database_url.removeprefix("sqlite:///")
+
+    def _count(self, queue: str) -> int:
+        with contextlib.closing(sqlite3.connect(self.path)) as conn:
+            return conn.execute(self.query, (queue, APP_NAME)).fetchone()[0]
+
+    async def count(self, queue: str) -> int:
+        return await asyncio.to_thread(self._count, queue)
+
+    async def close(self) -> None:
+        pass
+
+
+def queue_depth(database_url: str) -> PostgresQueueDepth | SqliteQueueDepth:
+    return SqliteQueueDepth(database_url) if database_url.startswith("sqlite") else PostgresQueueDepth(database_url)
+
+
+# --- HTTP -------------------------------------------------------------------------------------------
+
+def _json(code: int, **body) -> web.Response:
+    return web.json_response(body, status=code)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state["phase"] != READY:
+        return _json(503, status=state["phase"])
+    return _json(200, status="ok", version=state["version"], executor_id=request.app[SETTINGS].executor_id)
+
+
+def parse_seconds(raw: str, maximum: float) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"seconds must be a number, got {raw!r}") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"seconds must be a finite number, got {raw!r}")
+    if seconds < 0:
+        raise ValueError(f"seconds must not be negative, got {raw}")
+    if seconds > maximum:
+        raise ValueError(f"seconds must be at most {maximum:g} (MAX_SLEEP_SECONDS), got {raw}")
+    return seconds
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        seconds = parse_seconds(request.match_info["seconds"], request.app[SETTINGS].max_sleep_seconds)
+    except ValueError as exc:
+        return _json(400, error=str(exc))
+    if state["phase"] != READY:
+        return _json(503, error=f"not accepting work: {state['phase']}")
+    handle = await state["queue"].enqueue_async(sleep_workflow, seconds)
+    return _json(200, workflow_id=handle.workflow_id, seconds=seconds, queue=QUEUE_NAME)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.get("depth") is None:
+        return _json(503, error=f"not ready: {state['phase']}")
+    count = await state["depth"].count(request.match_info["queue"])
+    return _json(200, queue_length=count)
+
+
+def make_app(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[STATE] = {"phase": STARTING, "version": settings.app_version, "queue": None, "depth": None}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/enqueue/{seconds}", enqueue)
+    app.router.add_get("/metrics/{queue}", metrics)
+    return app
+
+
+# --- life cycle ------------------------------------------------------------------------------------
+
+async def launch(app: web.Application) -> None:
+    settings, state = app[SETTINGS], app[STATE]
+    DBOS(config=settings.dbos_config())
+    await asyncio.to_thread(DBOS.launch)  # blocks: recovery, migrations (unless disabled), queue runner
+    state["queue"] = await DBOS.register_queue_async(QUEUE_NAME, worker_concurrency=settings.worker_concurrency)
+    state["depth"] = queue_depth(settings.system_database_url)
+    state["version"] = DBOS.application_version
+    state["phase"] = READY
+    event("started", version=state["version"], executor_id=settings.executor_id, queue=QUEUE_NAME,
+          worker_concurrency=settings.worker_concurrency, port=settings.port,
+          database=redact_url(settings.system_database_url), conductor=bool(settings.conductor_key))
+
+
+async def drain(app: web.Application) -> None:
+    """Stop dequeuing, let running workflows finish within the grace period, shut DBOS down."""
+    settings, state = app[SETTINGS], app[STATE]
+    state["phase"] = DRAINING
+    event("draining", grace_seconds=settings.shutdown_grace_seconds)
+    t0 = time.monotonic()
+    await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=math.ceil(settings.shutdown_grace_seconds))
+    if state["depth"] is not None:
+        await state["depth"].close()
+    event("stopped", seconds=round(time.monotonic() - t0, 2))
+
+
+async def serve(settings: Settings) -> int:
+    app = make_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    launching = asyncio.create_task(launch(app))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({launching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if launching.done() and launching.exception() is not None:
+        event("launch_failed", level=logging.ERROR, error=str(launching.exception()))
+        code = 1
+    else:
+        await stop.wait()
+        if not launching.done():  # terminated while launching: let launch finish, then drain as usual
+            await launching
+    if code == 0:
+        await drain(app)
+    await runner.cleanup()
+    return code
+
+
+def event(name: str, level: int = logging.INFO, **fields) -> None:
+    log.log(level, name, extra={"fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+                "logger": record.name, "event": record.getMessage(), **getattr(record, "fields", {})}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        event("config_error", level=logging.ERROR, error=str(exc))
+        return 2
+    return asyncio.run(serve(settings))

@@ -1,0 +1,111 @@
+"""The sample app's HTTP endpoints, configuration and logs, against SQLite and the lab PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from dbos_sample_app.service import DRAINING, STATE, make_app
+from dbos_sample_app.settings import Settings, SettingsError
+
+from tests.sample_app.harness import wait_for
+
+BAD_SECONDS = {
+    "abc": "must be a number",
+    "-1": "must not be negative",
+    "1e12": "at most 86400",
+    "nan": "finite",
+    "inf": "finite",
+    "": None,  # no route: /enqueue/ is not /enqueue/{seconds}
+}
+
+
+def test_endpoints_and_bad_input(system_db, start_app):
+    app = start_app(system_db)
+    health = app.wait_ready()
+    assert health == {"status": "ok", "version": "test-v1", "executor_id": "pod-a"}
+
+    workflow_id = app.enqueue(0.2)
+    wait_for(lambda: system_db.statuses().get(workflow_id) == "SUCCESS", 30, "the workflow to finish")
+    rows_before = len(system_db.statuses())
+
+    for raw, message in BAD_SECONDS.items():
+        code, body = app.get(f"/enqueue/{raw}") if raw else (404, {})
+        if message is None:
+            continue
+        assert code == 400, (raw, body)
+        assert message in body["error"], (raw, body)
+    assert len(system_db.statuses()) == rows_before, "a rejected request enqueued something"
+
+    assert app.get("/metrics/taskQueue") == (200, {"queue_length": 0})
+    assert app.get("/metrics/noSuchQueue") == (200, {"queue_length": 0})
+    assert system_db.steps(workflow_id) == ["record_start", "DBOS.sleep", "record_finish"]
+
+
+def test_start_and_stop_are_logged_as_json(sqlite_db, start_app):
+    app = start_app(sqlite_db, env={"WORKER_CONCURRENCY": "3"})
+    app.wait_ready()
+    assert app.terminate() == 0
+    events = {e["event"]: e for e in app.log_events()}
+    started = events["started"]
+    assert {k: started[k] for k in ("version", "executor_id", "queue", "worker_concurrency")} == \
+        {"version": "test-v1", "executor_id": "pod-a", "queue": "taskQueue", "worker_concurrency": 3}
+    assert "draining" in events
+    assert "stopped" in events
+
+
+async def test_healthz_and_enqueue_refuse_while_starting_and_draining():
+    """Before DBOS has launched and once shutdown has begun, readiness fails and no work is taken."""
+    app = make_app(Settings())
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/healthz")
+        assert (resp.status, await resp.json()) == (503, {"status": "starting"})
+        resp = await client.get("/enqueue/1")
+        assert resp.status == 503
+        resp = await client.get("/enqueue/abc")  # input is still checked first
+        assert resp.status == 400
+        resp = await client.get("/metrics/taskQueue")
+        assert resp.status == 503
+
+        app[STATE]["phase"] = DRAINING
+        resp = await client.get("/healthz")
+        assert (resp.status, await resp.json()) == (503, {"status": "draining"})
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"WORKER_CONCURRENCY": "two"}, "WORKER_CONCURRENCY must be a whole number"),
+    ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be at least 1"),
+    ({"PORT": "70000"}, "PORT must be at most 65535"),
+    ({"SHUTDOWN_GRACE_SECONDS": "-5"}, "SHUTDOWN_GRACE_SECONDS must be at least 0"),
+    ({"DBOS_RUN_MIGRATIONS": "maybe"}, "DBOS_RUN_MIGRATIONS must be true or false"),
+    ({"DBOS_SYSTEM_DATABASE_URL": "mysql://x@y/z"}, "DBOS_SYSTEM_DATABASE_URL: unsupported scheme"),
+    ({"DBOS_CONDUCTOR_KEY": "key-1234"}, "DBOS_CONDUCTOR_KEY is set, but Conductor support is not installed"),
+    ({"DBOS_CONDUCTOR_URL": "https://conductor"}, "DBOS_CONDUCTOR_URL must start with ws:// or wss://"),
+    ({"SSL_CERT_FILE": "/nonexistent/ca.pem"}, "SSL_CERT_FILE=/nonexistent/ca.pem is not a readable file"),
+])
+def test_bad_configuration_is_named(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_defaults_and_executor_id_from_the_pod_name(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = Settings.from_env({"HOSTNAME": "dbos-app-7d9f-x2k", "SSL_CERT_FILE": str(ca)})
+    assert settings.executor_id == "dbos-app-7d9f-x2k"
+    assert (settings.worker_concurrency, settings.port, settings.system_database_url) == \
+        (2, 8080, "sqlite:///dbos-sample-app.sqlite")
+    assert Settings.from_env({"HOSTNAME": "a", "DBOS_EXECUTOR_ID": "b"}).executor_id == "b"
+
+
+def test_settings_never_show_secrets():
+    shown = repr(Settings.from_env({"DBOS_SYSTEM_DATABASE_URL": "postgresql://app:pa55word@db:5432/dbos_app"}))
+    assert "pa55word" not in shown
+    assert "postgresql://app:***@db:5432/dbos_app" in shown
+
+
+def test_conductor_key_without_the_extension_stops_the_app_at_start(sqlite_db, start_app):
+    app = start_app(sqlite_db, env={"DBOS_CONDUCTOR_KEY": "secret-conductor-key-123"})
+    assert app.proc.wait(30) == 2
+    [error] = [e for e in app.log_events() if e["event"] == "config_error"]
+    assert "dbos-enterprise" in error["error"]
+    assert "secret-conductor-key-123" not in app.log()
