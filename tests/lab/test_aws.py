@@ -71,3 +71,29 @@ def test_reset_forgets_resources(aws, lab):
     ec2.create_vpc(CidrBlock="10.45.0.0/16")
     lab.reset_aws()
     assert [v["CidrBlock"] for v in ec2.describe_vpcs()["Vpcs"]] == ["172.31.0.0/16"]  # the default VPC only
+
+
+def test_eks_cluster_security_group_is_created_kept_and_deleted_like_aws(aws):
+    """Fidelity fixes 3 and 4: the cluster security group, and UpdateClusterConfig merging."""
+    iam, ec2, eks = aws.client("iam"), aws.client("ec2"), aws.client("eks")
+    role = iam.create_role(RoleName="lab-eks", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    vpc = ec2.create_vpc(CidrBlock="10.46.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.46.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    eks.create_cluster(name="sg", roleArn=role, resourcesVpcConfig={"subnetIds": subnets})
+
+    config = eks.describe_cluster(name="sg")["cluster"]["resourcesVpcConfig"]
+    group_id = config["clusterSecurityGroupId"]
+    [group] = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    assert group["VpcId"] == config["vpcId"] == vpc
+    assert {"Key": "aws:eks:cluster-name", "Value": "sg"} in group["Tags"]
+    assert (config["endpointPublicAccess"], config["endpointPrivateAccess"]) == (True, False)
+
+    eks.update_cluster_config(name="sg", resourcesVpcConfig={"endpointPrivateAccess": True,
+                                                             "endpointPublicAccess": False})
+    config = eks.describe_cluster(name="sg")["cluster"]["resourcesVpcConfig"]
+    assert (config["endpointPublicAccess"], config["endpointPrivateAccess"]) == (False, True)
+    assert config["clusterSecurityGroupId"] == group_id
+    assert sorted(config["subnetIds"]) == sorted(subnets)
+
+    eks.delete_cluster(name="sg")
+    assert group_id not in [g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]]
