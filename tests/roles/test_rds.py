@@ -1,0 +1,131 @@
+"""Role dbos.deploy.rds, with eks, through playbooks/infrastructure.yml on the lab."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from kubernetes import client
+
+from lab.ansible_run import AnsibleRunner
+from lab.core import REPO
+from lab.pytest_plugin import Aws
+
+INFRASTRUCTURE = REPO / "playbooks" / "infrastructure.yml"
+
+
+def infra_vars(workdir, **extra) -> dict:
+    return {"eks_kubeconfig_path": str(workdir / "kube" / "eks.yaml"),
+            "eks_token_helper_path": str(workdir / "kube" / "dbos-eks-token"), **extra}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="module")
+def converged(lab, workdir):
+    """infrastructure.yml run once on an empty AWS (tests that empty it again come last)."""
+    lab.reset_aws()
+    result = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE, extra_vars=infra_vars(workdir))
+    assert result.ok, result.explain()
+    return result
+
+
+def test_rds_is_requested_before_the_cluster_is_waited_for(converged):
+    names = [n.split(" : ", 1)[-1] for n, _ in converged.tasks()]
+    order = {step: names.index(step) for step in (
+        "Request the EKS cluster", "Request the PostgreSQL instance", "Wait for the cluster",
+        "Create the managed node group", "Wait for the instance", "Create the application role")}
+    assert order["Request the EKS cluster"] < order["Request the PostgreSQL instance"] \
+        < order["Wait for the cluster"] < order["Create the managed node group"] \
+        < order["Wait for the instance"] < order["Create the application role"]
+
+
+def test_second_run_changes_nothing(converged, lab, workdir):
+    again = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE, extra_vars=infra_vars(workdir))
+    assert again.ok, again.explain()
+    assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+def test_instance_is_private_postgres_16_in_the_private_subnets(converged, lab):
+    aws = Aws(lab)
+    [db] = aws.client("rds").describe_db_instances(DBInstanceIdentifier="dbos-app-pg")["DBInstances"]
+    assert db["PubliclyAccessible"] is False
+    assert db["Engine"] == "postgres" and db["EngineVersion"].split(".")[0] == "16"
+    assert (db["StorageEncrypted"], db["DeletionProtection"], db["BackupRetentionPeriod"]) == (True, True, 7)
+    subnet_ids = [s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]]
+    subnets = aws.client("ec2").describe_subnets(SubnetIds=subnet_ids)
+    tiers = {t["Value"] for s in subnets["Subnets"] for t in s["Tags"] if t["Key"] == "dbos.dev/tier"}
+    assert tiers == {"private"} and len(subnets["Subnets"]) == 2
+
+
+def test_security_group_admits_only_postgres_from_the_cluster(converged, lab):
+    aws = Aws(lab)
+    [db] = aws.client("rds").describe_db_instances(DBInstanceIdentifier="dbos-app-pg")["DBInstances"]
+    cluster_sg = aws.client("eks").describe_cluster(name="dbos-app-cluster")["cluster"]["resourcesVpcConfig"][
+        "clusterSecurityGroupId"]
+    [sg_id] = [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]]
+    [sg] = aws.client("ec2").describe_security_groups(GroupIds=[sg_id])["SecurityGroups"]
+    assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], [g["GroupId"] for g in p["UserIdGroupPairs"]],
+             p["IpRanges"]) for p in sg["IpPermissions"]] == [("tcp", 5432, 5432, [cluster_sg], [])]
+
+
+def test_database_and_role_exist_and_the_role_logs_in(converged, lab):
+    pg = lab.postgres
+    url = f"postgresql://dbos_app_role:{pg['app_role_password']}@{pg['host']}:{pg['port']}/dbos_app"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT current_user, current_database()").fetchone() == ("dbos_app_role", "dbos_app")
+        flags = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+                             "WHERE rolname = current_user").fetchone()
+    assert flags == (False, False, False)
+
+
+def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(converged, lab, workdir, kube):
+    run = AnsibleRunner(lab, workdir).run(
+        INFRASTRUCTURE, extra_vars=infra_vars(workdir, rds_bootstrap_from="cluster"), verbosity=3,
+        json_output=False)
+    assert run.ok, run.stdout[-3000:]
+    secrets = (lab.postgres["password"], lab.postgres["app_role_password"])
+    for secret in secrets:
+        assert secret not in run.stdout and secret not in run.stderr
+
+    job = client.BatchV1Api(kube).read_namespaced_job("dbos-app-pg-bootstrap", "dbos")
+    container = job.spec.template.spec.containers[0]
+    manifest_text = str(container.args) + str(container.command) + str(
+        [(e.name, e.value) for e in container.env])
+    assert not any(secret in manifest_text for secret in secrets)
+    refs = {e.name: e.value_from.secret_key_ref.key for e in container.env if e.value_from}
+    assert refs == {"PGPASSWORD": "master-password", "APP_ROLE_PASSWORD": "app-role-password"}
+    assert any(c.type == "Complete" for c in job.status.conditions)
+    core = client.CoreV1Api(kube)
+    assert "dbos-app-pg-bootstrap" not in [s.metadata.name for s in core.list_namespaced_secret("dbos").items]
+    sql = core.read_namespaced_config_map("dbos-app-pg-bootstrap", "dbos").data["bootstrap.sql"]
+    assert "\\getenv app_password APP_ROLE_PASSWORD" in sql
+    assert not any(secret in sql for secret in secrets)
+
+    again = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE,
+                                            extra_vars=infra_vars(workdir, rds_bootstrap_from="cluster"))
+    assert again.ok, again.explain()
+    assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+def test_bad_input_fails_before_any_aws_call(aws, ansible, workdir):
+    play = [{"hosts": "localhost", "gather_facts": False, "roles": [{"role": "dbos.deploy.rds", "vars": {
+        "dbos_namespace": "dbos", "rds_instance_class": "t3.micro",
+        "eks_cluster": {"private_subnet_ids": ["subnet-1"], "vpc_id": "vpc-1", "security_group_id": "sg-1"}}}]}]
+    result = ansible.run(play)
+    assert not result.ok
+    assert "rds_instance_class" in result.explain()
+    assert aws.client("rds").describe_db_subnet_groups()["DBSubnetGroups"] == []
+
+    short = ansible.run(play, extra_vars={"rds_instance_class": "db.t4g.micro", "rds_app_role_password": "x"})
+    assert not short.ok and "rds_app_role_password" in short.explain()
+
+
+def test_check_mode_on_a_fresh_lab_creates_nothing(aws, ansible, workdir):
+    result = ansible.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir / "check"), check=True)
+    assert result.ok, result.explain()
+    assert [v["CidrBlock"] for v in aws.client("ec2").describe_vpcs()["Vpcs"]] == ["172.31.0.0/16"]
+    assert aws.client("rds").describe_db_instances()["DBInstances"] == []
+    assert aws.client("eks").list_clusters()["clusters"] == []
