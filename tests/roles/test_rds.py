@@ -33,7 +33,7 @@ def converged(lab, workdir):
 
 
 def test_rds_is_requested_before_the_cluster_is_waited_for(converged):
-    names = [n.split(" : ", 1)[-1] for n, _ in converged.tasks()]
+    names = [name.split(" : ", 1)[-1] for name, _result in converged.tasks()]
     order = {step: names.index(step) for step in (
         "Request the EKS cluster", "Request the PostgreSQL instance", "Wait for the cluster",
         "Create the managed node group", "Wait for the instance", "Create the application role")}
@@ -106,6 +106,38 @@ def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(conver
 
     again = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE,
                                             extra_vars=infra_vars(workdir, rds_bootstrap_from="cluster"))
+    assert again.ok, again.explain()
+    assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+TEARDOWN = REPO / "playbooks" / "teardown.yml"
+
+
+def test_teardown_refuses_without_confirmation(converged, lab, workdir):
+    refused = AnsibleRunner(lab, workdir).run(TEARDOWN, extra_vars={"dbos_teardown_confirm": "yes"})
+    assert not refused.ok
+    assert "dbos_teardown_confirm=dbos-app-cluster" in refused.explain()
+    assert Aws(lab).client("eks").list_clusters()["clusters"] == ["dbos-app-cluster"]
+
+
+def test_teardown_leaves_only_the_default_vpc(converged, lab, workdir):
+    runner = AnsibleRunner(lab, workdir)
+    result = runner.run(TEARDOWN, extra_vars={"dbos_teardown_confirm": "dbos-app-cluster"})
+    assert result.ok, result.explain()
+    aws = Aws(lab)
+    ec2 = aws.client("ec2")
+    assert [v["CidrBlock"] for v in ec2.describe_vpcs()["Vpcs"]] == ["172.31.0.0/16"]
+    assert aws.client("eks").list_clusters()["clusters"] == []
+    assert aws.client("rds").describe_db_instances()["DBInstances"] == []
+    assert aws.client("rds").describe_db_subnet_groups()["DBSubnetGroups"] == []
+    assert aws.client("iam").list_roles()["Roles"] == []
+    assert [n for n in ec2.describe_nat_gateways()["NatGateways"] if n["State"] != "deleted"] == []
+    assert ec2.describe_addresses()["Addresses"] == []
+    assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+    snapshots = aws.client("rds").describe_db_snapshots()["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"] for s in snapshots] == ["dbos-app-pg-final"]
+
+    again = runner.run(TEARDOWN, extra_vars={"dbos_teardown_confirm": "dbos-app-cluster"})
     assert again.ok, again.explain()
     assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
