@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import psycopg
 import pytest
+import yaml
 from kubernetes import client
 
 from lab.ansible_run import AnsibleRunner
@@ -153,6 +156,23 @@ def test_bad_input_fails_before_any_aws_call(aws, ansible, workdir):
 
     short = ansible.run(play, extra_vars={"rds_instance_class": "db.t4g.micro", "rds_app_role_password": "x"})
     assert not short.ok and "rds_app_role_password" in short.explain()
+
+
+def test_missing_passwords_fail_before_any_aws_call(aws, ansible, lab, tmp_path):
+    """An inventory without the (vaulted) passwords: the argument specs name both."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "dbos_aws_region": lab.aws["region"], "dbos_aws_endpoint_url": lab.aws["endpoint"],
+        "dbos_aws_access_key": lab.aws["access_key"], "dbos_aws_secret_key": lab.aws["secret_key"],
+        "dbos_kubeconfig": lab.kube["kubeconfig"]}}}}))
+    play = [{"hosts": "localhost", "gather_facts": False, "roles": [{"role": "dbos.deploy.rds", "vars": {
+        "dbos_namespace": "dbos",
+        "eks_cluster": {"private_subnet_ids": ["subnet-1"], "vpc_id": "vpc-1", "security_group_id": "sg-1"}}}]}]
+    result = ansible.run(play, inventory=inventory)
+    assert not result.ok
+    assert "rds_master_password" in result.explain() and "rds_app_role_password" in result.explain()
+    assert aws.client("rds").describe_db_subnet_groups()["DBSubnetGroups"] == []
 
 
 def test_check_mode_on_a_fresh_lab_creates_nothing(aws, ansible, workdir):
