@@ -26,11 +26,17 @@ def cmd_up(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
+def _load(args) -> Lab | None:
     try:
-        lab = Lab.load(args.dir)
+        return Lab.load(args.dir)
     except LabError as exc:
         print(exc)
+        return None
+
+
+def cmd_status(args) -> int:
+    lab = _load(args)
+    if lab is None:
         return 1
     report = lab.health()
     for name, verdict in report.items():
@@ -41,10 +47,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_down(args) -> int:
-    try:
-        lab = Lab.load(args.dir)
-    except LabError as exc:
-        print(exc)
+    lab = _load(args)
+    if lab is None:
         return 0
     stopped = lab.down()
     print("lab down; stopped:", ", ".join(stopped) or "nothing was running")

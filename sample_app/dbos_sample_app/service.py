@@ -22,7 +22,7 @@ import psycopg
 from aiohttp import web
 from dbos import DBOS
 
-from dbos_sample_app.settings import APP_NAME, QUEUE_NAME, Settings, SettingsError, redact_url
+from dbos_sample_app.settings import APP_NAME, QUEUE_NAME, Settings, SettingsError, bounded_number, redact_url
 
 log = logging.getLogger("dbos_sample_app")
 
@@ -128,24 +128,11 @@ async def healthz(request: web.Request) -> web.Response:
     return _json(200, status="ok", version=state["version"], executor_id=request.app[SETTINGS].executor_id)
 
 
-def parse_seconds(raw: str, maximum: float) -> float:
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ValueError(f"seconds must be a number, got {raw!r}") from None
-    if not math.isfinite(seconds):
-        raise ValueError(f"seconds must be a finite number, got {raw!r}")
-    if seconds < 0:
-        raise ValueError(f"seconds must not be negative, got {raw}")
-    if seconds > maximum:
-        raise ValueError(f"seconds must be at most {maximum:g} (MAX_SLEEP_SECONDS), got {raw}")
-    return seconds
-
-
 async def enqueue(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
-        seconds = parse_seconds(request.match_info["seconds"], request.app[SETTINGS].max_sleep_seconds)
+        seconds = bounded_number(request.match_info["seconds"], "seconds", 0,
+                                 request.app[SETTINGS].max_sleep_seconds)
     except ValueError as exc:
         return _json(400, error=str(exc))
     if state["phase"] != READY:

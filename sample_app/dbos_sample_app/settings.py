@@ -113,18 +113,24 @@ def _integer(env, name, default, minimum=None, maximum=None) -> int:
     return value
 
 
+def bounded_number(raw: str, name: str, minimum: float | None = None, maximum: float | None = None,
+                   error: type[ValueError] = ValueError) -> float:
+    """``raw`` as a finite number within the bounds, or ``error`` with a message naming ``name``."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise error(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise error(f"{name} must be a finite number, got {raw!r}")
+    _check_range(name, value, minimum, maximum, error)
+    return value
+
+
 def _number(env, name, default, minimum=None) -> float:
     raw = env.get(name)
     if raw in (None, ""):
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
-    _check_range(name, value, minimum, None)
-    return value
+    return bounded_number(raw, name, minimum, error=SettingsError)
 
 
 def _boolean(env, name, default) -> bool:
@@ -138,8 +144,8 @@ def _boolean(env, name, default) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
-def _check_range(name, value, minimum, maximum) -> None:
+def _check_range(name, value, minimum, maximum, error: type[ValueError] = SettingsError) -> None:
     if minimum is not None and value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        raise error(f"{name} must be at least {minimum:g}, got {value:g}")
     if maximum is not None and value > maximum:
-        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+        raise error(f"{name} must be at most {maximum:g}, got {value:g}")

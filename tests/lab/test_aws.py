@@ -11,6 +11,15 @@ AWS_PLAY = {
 }
 
 
+def _cluster_prerequisites(aws, prefix: str) -> tuple[str, str, list[str]]:
+    """An IAM role, a VPC and two subnets, what CreateCluster needs: (role ARN, VPC id, subnet ids)."""
+    ec2 = aws.client("ec2")
+    role = aws.client("iam").create_role(RoleName="lab-eks", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    vpc = ec2.create_vpc(CidrBlock=f"{prefix}.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"{prefix}.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    return role, vpc, subnets
+
+
 def test_vpc_from_ec2_vpc_net_is_visible_through_boto3(aws, ansible):
     play = {**AWS_PLAY, "tasks": [{
         "name": "Create the VPC",
@@ -50,10 +59,8 @@ def test_nat_gateway_tags_use_the_aws_resource_type(aws):
 
 def test_nodegroup_reports_update_config(aws):
     """Fidelity fix 2: a node group created without updateConfig reports AWS's default."""
-    iam, ec2, eks = aws.client("iam"), aws.client("ec2"), aws.client("eks")
-    role = iam.create_role(RoleName="lab-eks", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    vpc = ec2.create_vpc(CidrBlock="10.44.0.0/16")["Vpc"]["VpcId"]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.44.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    eks = aws.client("eks")
+    role, _vpc, subnets = _cluster_prerequisites(aws, "10.44")
     eks.create_cluster(name="lab", roleArn=role, resourcesVpcConfig={"subnetIds": subnets})
     eks.create_nodegroup(clusterName="lab", nodegroupName="ng", nodeRole=role, subnets=subnets,
                          scalingConfig={"minSize": 1, "maxSize": 3, "desiredSize": 2})
@@ -75,10 +82,8 @@ def test_reset_forgets_resources(aws, lab):
 
 def test_eks_cluster_security_group_is_created_kept_and_deleted_like_aws(aws):
     """Fidelity fixes 3 and 4: the cluster security group, and UpdateClusterConfig merging."""
-    iam, ec2, eks = aws.client("iam"), aws.client("ec2"), aws.client("eks")
-    role = iam.create_role(RoleName="lab-eks", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    vpc = ec2.create_vpc(CidrBlock="10.46.0.0/16")["Vpc"]["VpcId"]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.46.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    ec2, eks = aws.client("ec2"), aws.client("eks")
+    role, vpc, subnets = _cluster_prerequisites(aws, "10.46")
     eks.create_cluster(name="sg", roleArn=role, resourcesVpcConfig={"subnetIds": subnets})
 
     config = eks.describe_cluster(name="sg")["cluster"]["resourcesVpcConfig"]

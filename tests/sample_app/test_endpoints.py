@@ -11,7 +11,7 @@ from tests.sample_app.harness import wait_for
 
 BAD_SECONDS = {
     "abc": "must be a number",
-    "-1": "must not be negative",
+    "-1": "must be at least 0",
     "1e12": "at most 86400",
     "nan": "finite",
     "inf": "finite",
