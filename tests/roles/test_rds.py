@@ -113,6 +113,34 @@ def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(conver
     assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
 
+def test_the_role_password_changes_only_when_asked(converged, lab, workdir):
+    pg = lab.postgres
+
+    def logs_in(password):
+        try:
+            psycopg.connect(f"postgresql://dbos_app_role:{password}@{pg['host']}:{pg['port']}/dbos_app").close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    runner = AnsibleRunner(lab, workdir)
+    other = "another-app-role-password"
+    kept = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, rds_app_role_password=other))
+    assert kept.ok, kept.explain()
+    assert kept.changed == 0
+    assert logs_in(pg["app_role_password"]) and not logs_in(other)
+
+    try:
+        changed = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(
+            workdir, rds_app_role_password=other, rds_update_app_role_password=True))
+        assert changed.ok, changed.explain()
+        assert changed.task("Create the application role")["changed"]
+        assert logs_in(other) and not logs_in(pg["app_role_password"])
+    finally:
+        restored = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, rds_update_app_role_password=True))
+        assert restored.ok, restored.explain()
+
+
 TEARDOWN = REPO / "playbooks" / "teardown.yml"
 
 
