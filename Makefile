@@ -29,7 +29,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	$(shell find plugins roles playbooks changelogs meta -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help install venv tools collection constraints lab-up lab-down lab-status lint test bench-infrastructure bench-sample-app clean
+.PHONY: help install venv tools collection constraints lab-up lab-down lab-status lint test bench-infrastructure bench-queue-depth bench-sample-app clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -90,6 +90,9 @@ test: lint ## lint, then every test (each test session starts its own lab)
 
 bench-infrastructure: install ## eks + rds on the lab: first converge, re-run, task order, slowest tasks
 	$(BIN)/python tests/bench/infrastructure.py
+
+bench-queue-depth: install ## queue_depth: per-poll latency of each source at 0/10k/100k queued vs the list API
+	$(BIN)/python tests/bench/queue_depth.py
 
 bench-sample-app: install ## sample app: /enqueue throughput vs direct enqueue, /metrics latency at 10k queued
 	$(BIN)/python tests/bench/sample_app.py
