@@ -33,6 +33,11 @@ KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "pla
 VERBS = {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
 CRD_RESOURCE = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
+SERVICES = kmock.resource("", "v1", "services")
+SECRETS = kmock.resource("", "v1", "secrets")
+# /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy/PATH
+_SERVICE_PROXY = re.compile(r"^/api/v1/namespaces/([^/]+)/services/([^/]+)/proxy(/.*)?$")
+SEALED_SECRETS_KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
 
 
 def _fast_request_routing() -> None:
@@ -147,6 +152,9 @@ class Emulator(kmock.KubernetesEmulator):
     REQUEST_HISTORY = 256
 
     async def __call__(self, raw_request):
+        proxied = _SERVICE_PROXY.match(raw_request.path)
+        if proxied and raw_request.method == "GET":
+            return self._serve_service_proxy(*proxied.groups())
         try:
             return await super().__call__(raw_request)
         finally:
@@ -164,11 +172,35 @@ class Emulator(kmock.KubernetesEmulator):
         self["get /openapi/v2"] << kmock.headers(
             {"Content-Type": "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"}) << b""
 
-    # What a real API server adds to every write: uid, creationTimestamp, resourceVersion (unchanged
-    # by a no-op write), generation (bumped when spec changes), the namespace from the URL, and
-    # Secret.stringData folded into data.
+    def _live(self, resource, namespace: str):
+        for (res, ns, _), obj in list(self._objects.items()):
+            if res == resource and ns == namespace and not obj.deleted:
+                yield obj.raw
+
+    def _serve_service_proxy(self, namespace: str, service: str, path: str | None):
+        """The API server's service proxy. No pods run here, so the only backend is the one the lab
+        stands in for: a Sealed Secrets controller's ``/v1/cert.pem``, which the controller serves
+        from its newest active key Secret (what ``kubeseal --fetch-cert`` reads)."""
+        parts = service.split(":")
+        name = parts[1] if len(parts) == 3 else parts[0]
+        if not any(s["metadata"]["name"] == name for s in self._live(SERVICES, namespace)):
+            return _status_response(404, "NotFound", f'services "{name}" not found')
+        keys = sorted((s for s in self._live(SECRETS, namespace)
+                       if (s["metadata"].get("labels") or {}).get(SEALED_SECRETS_KEY_LABEL) == "active"),
+                      key=lambda s: s["metadata"]["creationTimestamp"])
+        if path != "/v1/cert.pem" or not keys:
+            return _status_response(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
+        return aiohttp.web.Response(body=base64.b64decode(keys[-1]["data"]["tls.crt"]), content_type="text/plain")
+
+    # What a real API server adds to every write: kind and apiVersion, uid, creationTimestamp,
+    # resourceVersion (unchanged by a no-op write), generation (bumped when spec changes), the namespace
+    # from the URL, and Secret.stringData folded into data.
     def _stamp(self, req, obj: dict, old: dict | None = None) -> dict:
         self.resource_version += 1
+        # a stored object always has its kind and apiVersion, even if the client sent neither
+        obj.setdefault("apiVersion", f"{req.resource.group}/{req.resource.version}".lstrip("/"))
+        if self._resources[req.resource].kind:
+            obj.setdefault("kind", self._resources[req.resource].kind)
         md = obj.setdefault("metadata", {})
         base = (old or {}).get("metadata", {})
         md.setdefault("uid", base.get("uid") or str(uuid.uuid4()))
@@ -245,6 +277,11 @@ class Emulator(kmock.KubernetesEmulator):
         ns_key = (NAMESPACES, None, req.namespace)
         if req.namespace and (ns_key not in self._objects or self._objects[ns_key].deleted):
             raise kmock.KubernetesNotFoundError(message=f'namespaces "{req.namespace}" not found')
+        name = (req.data.get("metadata") or {}).get("name")
+        key = (req.resource, req.namespace, name)
+        if name and key in self._objects and not self._objects[key].deleted:
+            # reason AlreadyExists, which clients test for (helm's --create-namespace, for one)
+            return _status_response(409, "AlreadyExists", f'{req.resource.plural} "{name}" already exists')
         self._stamp(req, req.data)
         if _dry(req):
             return aiohttp.web.json_response(dict(req.data), status=201)
@@ -329,6 +366,11 @@ class Emulator(kmock.KubernetesEmulator):
         return {"apiVersion": f"{req.resource.group}/{req.resource.version}".lstrip("/"),
                 "kind": kind + "List", "metadata": {"resourceVersion": str(self.resource_version)},
                 "items": items}
+
+
+def _status_response(code: int, reason: str, message: str):
+    return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                      "message": message, "reason": reason, "code": code}, status=code)
 
 
 def _dry(req) -> bool:

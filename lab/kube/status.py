@@ -5,7 +5,9 @@ every ``wait`` in kubernetes.core would time out. This process does what the con
 looks like, through the API's ``/status`` subresource, as a real controller does:
 
 * a Job gets ``Complete`` (or ``Failed``, see below) once it has existed for ``delaySeconds``;
-* a Deployment whose status lags its spec becomes available with ``spec.replicas`` ready replicas.
+* a Deployment whose status lags its spec becomes available with ``spec.replicas`` ready replicas;
+* once a Sealed Secrets controller Deployment exists, SealedSecrets are unsealed into Secrets with the
+  controller's key, as the controller does (:mod:`lab.kube.sealed`).
 
 Its behaviour can be changed while it runs, through the ConfigMap ``lab-status-controller`` in
 ``kube-system`` (all keys optional):
@@ -30,6 +32,8 @@ import traceback
 from dataclasses import dataclass
 
 from kubernetes import client, config
+
+from lab.kube.sealed import SealedSecretsController
 
 POLICY_NAMESPACE = "kube-system"
 POLICY_NAME = "lab-status-controller"
@@ -118,6 +122,7 @@ class StatusController:
     def __init__(self, api: client.ApiClient, default_delay: float):
         self.core, self.batch, self.apps = client.CoreV1Api(api), client.BatchV1Api(api), client.AppsV1Api(api)
         self.default_delay = default_delay
+        self.sealed_secrets = SealedSecretsController(api)
         self.first_seen: dict[tuple, float] = {}  # (kind, ns, name, generation) -> when first seen pending
 
     def _due(self, key: tuple, delay: float) -> bool:
@@ -137,6 +142,7 @@ class StatusController:
             if not deployment_current(dep) and \
                     self._due(("Deployment", md.namespace, md.name, md.uid, md.generation), policy.delay):
                 mark_deployment(self.apps, md.namespace, md.name)
+        self.sealed_secrets.step()
 
     def run(self, interval: float = 0.25) -> None:
         while True:

@@ -161,10 +161,10 @@ def test_failed_jobs_by_policy(kube, namespace, status_policy):
 def test_helm_install_upgrade_uninstall_of_a_local_chart(ansible, kube, tmp_path):
     helm_env = {f"HELM_{d}_HOME": str(tmp_path / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}
     release = {"name": "tiny", "chart_ref": str(CHARTS / "tiny"), "release_namespace": "smoke-helm",
-               "create_namespace": True, "binary_path": "{{ dbos_helm_binary }}"}
+               "create_namespace": True, "binary_path": "{{ addons_helm_binary }}"}
     install = play({"name": "Install", "kubernetes.core.helm": {**release, "values": {"message": "one"}}},
                    {"name": "Info", "kubernetes.core.helm_info": {
-                       "name": "tiny", "release_namespace": "smoke-helm", "binary_path": "{{ dbos_helm_binary }}"}})
+                       "name": "tiny", "release_namespace": "smoke-helm", "binary_path": "{{ addons_helm_binary }}"}})
     first = ansible.run(install, env=helm_env)
     assert first.ok, first.explain()
     assert first.task("Install")["changed"]
@@ -178,7 +178,7 @@ def test_helm_install_upgrade_uninstall_of_a_local_chart(ansible, kube, tmp_path
 
     remove = ansible.run(play({"name": "Uninstall", "kubernetes.core.helm": {
         "name": "tiny", "release_namespace": "smoke-helm", "state": "absent",
-        "binary_path": "{{ dbos_helm_binary }}"}}), env=helm_env)
+        "binary_path": "{{ addons_helm_binary }}"}}), env=helm_env)
     assert remove.ok, remove.explain()
     assert remove.task("Uninstall")["changed"]
     assert [c.metadata.name for c in core.list_namespaced_config_map("smoke-helm").items] == []

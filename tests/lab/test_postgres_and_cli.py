@@ -15,7 +15,7 @@ from lab.procs import port_open
 
 def test_sql_through_community_postgresql(ansible, lab):
     pg = {"login_host": "{{ rds_admin_host }}", "login_port": "{{ rds_admin_port }}",
-          "login_user": "{{ rds_master_username }}", "login_password": "{{ rds_master_password }}"}
+          "login_user": "{{ rds_master_username }}", "login_password": "{{ dbos_db_admin_password }}"}
     result = ansible.run([{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "Create a table", "community.postgresql.postgresql_query": {
             **pg, "db": "postgres", "query": "CREATE TABLE IF NOT EXISTS lab_smoke (n int)"}},
