@@ -125,14 +125,14 @@ def test_the_role_password_changes_only_when_asked(converged, lab, workdir):
 
     runner = AnsibleRunner(lab, workdir)
     other = "another-app-role-password"
-    kept = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, rds_app_role_password=other))
+    kept = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, dbos_db_app_role_password=other))
     assert kept.ok, kept.explain()
     assert kept.changed == 0
     assert logs_in(pg["app_role_password"]) and not logs_in(other)
 
     try:
         changed = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(
-            workdir, rds_app_role_password=other, rds_update_app_role_password=True))
+            workdir, dbos_db_app_role_password=other, rds_update_app_role_password=True))
         assert changed.ok, changed.explain()
         assert changed.task("Create the application role")["changed"]
         assert logs_in(other) and not logs_in(pg["app_role_password"])
@@ -182,8 +182,8 @@ def test_bad_input_fails_before_any_aws_call(aws, ansible, workdir):
     assert "rds_instance_class" in result.explain()
     assert aws.client("rds").describe_db_subnet_groups()["DBSubnetGroups"] == []
 
-    short = ansible.run(play, extra_vars={"rds_instance_class": "db.t4g.micro", "rds_app_role_password": "x"})
-    assert not short.ok and "rds_app_role_password" in short.explain()
+    short = ansible.run(play, extra_vars={"rds_instance_class": "db.t4g.micro", "dbos_db_app_role_password": "x"})
+    assert not short.ok and "dbos_db_app_role_password" in short.explain()
 
 
 def test_missing_passwords_fail_before_any_aws_call(aws, ansible, lab, tmp_path):
@@ -199,7 +199,7 @@ def test_missing_passwords_fail_before_any_aws_call(aws, ansible, lab, tmp_path)
         "eks_cluster": {"private_subnet_ids": ["subnet-1"], "vpc_id": "vpc-1", "security_group_id": "sg-1"}}}]}]
     result = ansible.run(play, inventory=inventory)
     assert not result.ok
-    assert "rds_master_password" in result.explain() and "rds_app_role_password" in result.explain()
+    assert "dbos_db_admin_password" in result.explain() and "dbos_db_app_role_password" in result.explain()
     assert aws.client("rds").describe_db_subnet_groups()["DBSubnetGroups"] == []
 
 
