@@ -38,6 +38,10 @@ SECRETS = kmock.resource("", "v1", "secrets")
 # /api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy/PATH
 _SERVICE_PROXY = re.compile(r"^/api/v1/namespaces/([^/]+)/services/([^/]+)/proxy(/.*)?$")
 SEALED_SECRETS_KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
+PODS = kmock.resource("", "v1", "pods")
+_POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+# No container runs here: a pod's log is what the status stand-in wrote in this annotation.
+POD_LOG_ANNOTATION = "lab.dbos.dev/log"
 
 
 def _fast_request_routing() -> None:
@@ -155,6 +159,9 @@ class Emulator(kmock.KubernetesEmulator):
         proxied = _SERVICE_PROXY.match(raw_request.path)
         if proxied and raw_request.method == "GET":
             return self._serve_service_proxy(*proxied.groups())
+        pod_log = _POD_LOG.match(raw_request.path)
+        if pod_log and raw_request.method == "GET":
+            return self._serve_pod_log(*pod_log.groups())
         try:
             return await super().__call__(raw_request)
         finally:
@@ -191,6 +198,13 @@ class Emulator(kmock.KubernetesEmulator):
         if path != "/v1/cert.pem" or not keys:
             return _status_response(503, "ServiceUnavailable", f'no endpoints available for service "{name}"')
         return aiohttp.web.Response(body=base64.b64decode(keys[-1]["data"]["tls.crt"]), content_type="text/plain")
+
+    def _serve_pod_log(self, namespace: str, name: str):
+        for pod in self._live(PODS, namespace):
+            if pod["metadata"]["name"] == name:
+                text = (pod["metadata"].get("annotations") or {}).get(POD_LOG_ANNOTATION, "")
+                return aiohttp.web.Response(text=text, content_type="text/plain")
+        return _status_response(404, "NotFound", f'pods "{name}" not found')
 
     # What a real API server adds to every write: kind and apiVersion, uid, creationTimestamp,
     # resourceVersion (unchanged by a no-op write), generation (bumped when spec changes), the namespace

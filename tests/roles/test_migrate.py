@@ -1,0 +1,149 @@
+"""Role dbos.deploy.migrate on the lab: from the control node against the lab's real PostgreSQL, and
+as a Job the status stand-in completes (or fails)."""
+
+from __future__ import annotations
+
+import secrets as random
+import uuid
+
+import psycopg
+import pytest
+from dbos import DBOSClient
+from kubernetes import client
+from psycopg import sql
+
+from lab.ansible_run import AnsibleRunner
+from lab.kube.status import POLICY_NAME, POLICY_NAMESPACE
+from tests.roles.manifests import as_rendered, validation_errors
+from tests.sample_app.harness import create_postgres_database, drop_postgres_database
+
+PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.migrate"]}]
+
+
+@pytest.fixture(scope="module")
+def runner(lab, tmp_path_factory):
+    return AnsibleRunner(lab, tmp_path_factory.mktemp("migrate"))
+
+
+@pytest.fixture(scope="module")
+def namespace(kube):
+    core = client.CoreV1Api(kube)
+    if "dbos" not in [n.metadata.name for n in core.list_namespace().items]:
+        core.create_namespace({"metadata": {"name": "dbos"}})
+    return "dbos"
+
+
+@pytest.fixture(scope="module")
+def database(lab):
+    """A fresh database and a restricted login role, as the rds role leaves them."""
+    admin = lab.postgres["admin_url"]
+    name, _ = create_postgres_database(admin)
+    role, password = f"app_{uuid.uuid4().hex[:8]}", random.token_hex(12)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    pg = lab.postgres
+    yield {"name": name, "role": role, "url": f"postgresql://{role}:{password}@{pg['host']}:{pg['port']}/{name}"}
+    drop_postgres_database(admin, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture(scope="module")
+def migrated(runner, database, namespace):
+    extra = {"dbos_namespace": namespace, "migrate_database_name": database["name"],
+             "migrate_app_role": database["role"]}
+    result = runner.run(PLAY, extra_vars=extra, verbosity=3, json_output=False)
+    assert result.ok, result.stdout[-3000:]
+    return result, extra
+
+
+def test_controller_mode_creates_the_tables_and_the_restricted_role_can_use_them(migrated, database, lab):
+    result, _ = migrated
+    assert "changed: [localhost]" in result.stdout
+    assert lab.postgres["password"] not in result.stdout + result.stderr
+    dbos = DBOSClient(system_database_url=database["url"])
+    try:  # the restricted role writes workflow rows through DBOS
+        handle = dbos.enqueue({"queue_name": "taskQueue", "workflow_name": "sleep_workflow"}, 1)
+        assert dbos.retrieve_workflow(handle.workflow_id).get_status().status == "ENQUEUED"
+    finally:
+        dbos.destroy()
+    with psycopg.connect(database["url"], autocommit=True) as conn:
+        for statement in ("CREATE TABLE dbos.intruder (x int)", "ALTER TABLE dbos.workflow_status ADD COLUMN x int",
+                          "DROP TABLE dbos.workflow_status"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_controller_mode_second_run_changes_nothing(migrated, runner):
+    _, extra = migrated
+    again = runner.run(PLAY, extra_vars=extra)
+    assert again.ok, again.explain()
+    assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+JOB = "dbos-migrate-3-4-0"
+
+
+@pytest.fixture(scope="module")
+def job_run(runner, namespace):
+    result = runner.run(PLAY, extra_vars={"dbos_namespace": namespace, "migrate_run_from": "cluster"})
+    assert result.ok, result.explain()
+    return result
+
+
+def test_job_mode_runs_a_job_reading_the_admin_url_from_the_secret(job_run, kube, namespace):
+    job = client.BatchV1Api(kube).read_namespaced_job(JOB, namespace)
+    [container] = job.spec.template.spec.containers
+    assert container.args == ["migrate", "--app-role", "dbos_app_role", "--schema", "dbos"]
+    [env] = container.env
+    assert (env.name, env.value, env.value_from.secret_key_ref.name, env.value_from.secret_key_ref.key) == (
+        "DBOS_SYSTEM_DATABASE_URL", None, "postgres-admin", "database-url")
+    assert container.image.endswith("/dbos-migrate:3.4.0")
+    assert job.spec.ttl_seconds_after_finished == 86400 and job.spec.template.spec.restart_policy == "Never"
+    assert any(c.type == "Complete" for c in job.status.conditions)
+    shown = job_run.task("Show the Job's logs")["msg"]
+    assert any("status stand-in completed it" in line for line in shown)
+    record = client.CoreV1Api(kube).read_namespaced_config_map("dbos-migrations", namespace)
+    assert JOB in record.data
+
+
+def test_the_job_manifest_is_valid_for_kubernetes_1_31(job_run, kube, namespace):
+    job = client.BatchV1Api(kube).api_client.sanitize_for_serialization(
+        client.BatchV1Api(kube).read_namespaced_job(JOB, namespace))
+    assert validation_errors(as_rendered(job)) == []
+
+
+def test_job_mode_rerun_creates_no_new_job(job_run, runner, kube, namespace):
+    uid = client.BatchV1Api(kube).read_namespaced_job(JOB, namespace).metadata.uid
+    again = runner.run(PLAY, extra_vars={"dbos_namespace": namespace, "migrate_run_from": "cluster"})
+    assert again.ok, again.explain()
+    assert again.changed == 0
+    assert client.BatchV1Api(kube).read_namespaced_job(JOB, namespace).metadata.uid == uid
+
+
+def test_a_failing_job_fails_the_role_with_its_logs(job_run, runner, kube, namespace):
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_config_map(POLICY_NAMESPACE, {"metadata": {"name": POLICY_NAME},
+                                                          "data": {"failJobs": "dbos-migrate-9-9-9"}})
+    try:
+        failed = runner.run(PLAY, extra_vars={"dbos_namespace": namespace, "migrate_run_from": "cluster",
+                                              "migrate_dbos_version": "9.9.9"})
+    finally:
+        core.delete_namespaced_config_map(POLICY_NAME, POLICY_NAMESPACE)
+    assert not failed.ok
+    msg = failed.task("Fail with the logs if the migration failed")["msg"]
+    assert "dbos-migrate-9-9-9 failed" in msg and "BackoffLimitExceeded" in msg
+    assert "status stand-in failed it" in msg
+    assert "dbos-migrate-9-9-9" not in (core.read_namespaced_config_map("dbos-migrations", namespace).data or {})
+
+
+@pytest.mark.parametrize(("extra", "name"), [
+    ({"migrate_dbos_version": "not a version"}, "migrate_dbos_version"),
+    ({"migrate_image": "dbos-migrate"}, "migrate_image"),
+    ({"migrate_run_from": "laptop"}, "migrate_run_from"),
+])
+def test_bad_input_fails_naming_the_variable(runner, namespace, extra, name):
+    result = runner.run(PLAY, extra_vars={"dbos_namespace": namespace, **extra})
+    assert not result.ok and name in result.explain()
+    assert not any(n.endswith("Create the Job") or n.endswith("Run dbos migrate from the control node")
+                   for n, _ in result.tasks())
