@@ -1,0 +1,176 @@
+"""Role dbos.deploy.app on the lab: the Deployment and Service read back and validated offline, and
+versioned upgrades decided by real workflow rows in the lab's PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets as random
+import uuid
+
+import psycopg
+import pytest
+from dbos import DBOSClient
+from kubernetes import client
+from psycopg import sql
+
+from lab.ansible_run import AnsibleRunner
+from lab.core import REPO
+from tests.roles.manifests import as_rendered, validation_errors
+from tests.sample_app.harness import create_postgres_database, dbos_migrate, drop_postgres_database
+
+PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.app"]}]
+RETIRE = REPO / "playbooks" / "retire.yml"
+
+
+@pytest.fixture(scope="module")
+def runner(lab, tmp_path_factory):
+    return AnsibleRunner(lab, tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def database(lab):
+    """A migrated DBOS system database and its restricted role, as rds + migrate leave them."""
+    admin = lab.postgres["admin_url"]
+    name, admin_db_url = create_postgres_database(admin)
+    role, password = f"app_{uuid.uuid4().hex[:8]}", random.token_hex(12)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    assert dbos_migrate(admin_db_url, role).returncode == 0
+    yield {"name": name, "role": role, "password": password, "admin_url": admin_db_url}
+    drop_postgres_database(admin, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture(scope="module")
+def app_vars(kube, database):
+    core = client.CoreV1Api(kube)
+    namespace = f"app-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    return {"dbos_namespace": namespace, "dbos_worker_concurrency": 3, "app_queue_db_name": database["name"],
+            "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
+            "app_conductor_key_secret_name": "conductor-api-key"}
+
+
+@pytest.fixture(scope="module")
+def deployed(runner, app_vars):
+    result = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v1"})
+    assert result.ok, result.explain()
+    return result
+
+
+def deployments(kube, namespace: str) -> dict:
+    return {d.metadata.name: d for d in client.AppsV1Api(kube).list_namespaced_deployment(namespace).items}
+
+
+def test_the_deployment_is_the_guides_with_least_privilege(deployed, kube, app_vars):
+    dep = client.AppsV1Api(kube).read_namespaced_deployment("dbos-app", app_vars["dbos_namespace"])
+    pod = dep.spec.template.spec
+    [app] = pod.containers
+    env = {e.name: e for e in app.env}
+    refs = {n: (e.value_from.secret_key_ref.name, e.value_from.secret_key_ref.key)
+            for n, e in env.items() if e.value_from and e.value_from.secret_key_ref}
+    assert refs == {"DBOS_SYSTEM_DATABASE_URL": ("dbos-app-db", "database-url"),
+                    "DBOS_CONDUCTOR_KEY": ("conductor-api-key", "api-key")}
+    assert env["DBOS_EXECUTOR_ID"].value_from.field_ref.field_path == "metadata.name"
+    assert (env["DBOS_APP_VERSION"].value, env["WORKER_CONCURRENCY"].value) == ("v1", "3")
+    assert "DBOS_CONDUCTOR_URL" not in env  # managed Conductor
+    assert app.readiness_probe.http_get.path == app.liveness_probe.http_get.path == "/healthz"
+    assert app.resources.requests == {"cpu": "500m", "memory": "256Mi"}
+    assert app.resources.limits == {"cpu": "2", "memory": "512Mi"}
+    sc = app.security_context
+    assert (sc.run_as_non_root, sc.allow_privilege_escalation, sc.read_only_root_filesystem,
+            sc.capabilities.drop) == (True, False, True, ["ALL"])
+    assert pod.termination_grace_period_seconds == 25 + 10
+    assert dep.spec.replicas == 2 and dep.metadata.labels["dbos.dev/app-version"] == "v1"
+    assert app.image.endswith("/dbos-app:v1")
+    svc = client.CoreV1Api(kube).read_namespaced_service("dbos-app", app_vars["dbos_namespace"])
+    assert svc.spec.selector == {"app.kubernetes.io/name": "dbos-app", "dbos.dev/deployment": "dbos-app"}
+
+
+def test_manifests_are_valid_for_kubernetes_1_31(deployed, kube, app_vars):
+    ns = app_vars["dbos_namespace"]
+    api = client.ApiClient()
+    for obj in (client.AppsV1Api(kube).read_namespaced_deployment("dbos-app", ns),
+                client.CoreV1Api(kube).read_namespaced_service("dbos-app", ns)):
+        assert validation_errors(as_rendered(api.sanitize_for_serialization(obj))) == []
+
+
+def test_second_run_changes_nothing(deployed, runner, app_vars):
+    again = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v1"})
+    assert again.ok, again.explain()
+    assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+def test_a_self_signed_conductor_ca_is_trusted_through_an_init_container(deployed, runner, kube, app_vars):
+    extra = {**app_vars, "app_version": "v1", "app_name": "ca-app", "app_conductor_ca_secret": "dbos-tls",
+             "app_conductor_url": "wss://conductor.example.com/conductor/"}
+    result = runner.run(PLAY, extra_vars=extra)
+    assert result.ok, result.explain()
+    dep = client.AppsV1Api(kube).read_namespaced_deployment("ca-app", app_vars["dbos_namespace"])
+    [init] = dep.spec.template.spec.init_containers
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env}
+    assert env["SSL_CERT_FILE"] == "/certs/ca-certificates.crt"
+    assert env["DBOS_CONDUCTOR_URL"] == "wss://conductor.example.com/conductor/"
+    assert "/tls/tls.crt" in init.command[-1]
+    volumes = {v.name: v for v in dep.spec.template.spec.volumes}
+    assert volumes["conductor-ca"].secret.secret_name == "dbos-tls"
+    serialized = client.ApiClient().sanitize_for_serialization(dep)
+    assert validation_errors(as_rendered(serialized)) == []
+
+
+def enqueue(database, version: str, count: int) -> None:
+    dbos = DBOSClient(system_database_url=database["admin_url"])
+    try:
+        for _ in range(count):
+            dbos.enqueue({"queue_name": "taskQueue", "workflow_name": "sleep_workflow", "app_version": version}, 60)
+    finally:
+        dbos.destroy()
+
+
+def finish(database, version: str) -> None:
+    with psycopg.connect(database["admin_url"], autocommit=True) as conn:
+        conn.execute("UPDATE dbos.workflow_status SET status = 'SUCCESS' WHERE application_version = %s", (version,))
+
+
+@pytest.mark.usefixtures("deployed")
+def test_an_upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(runner, kube, app_vars, database, lab):
+    ns = app_vars["dbos_namespace"]
+    enqueue(database, "v1", 3)
+    upgraded = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v2"})
+    assert upgraded.ok, upgraded.explain()
+    found = deployments(kube, ns)
+    assert found["dbos-app"].metadata.labels["dbos.dev/app-version"] == "v2"
+    env = {e.name: e.value for e in found["dbos-app"].spec.template.spec.containers[0].env}
+    assert env["DBOS_APP_VERSION"] == "v2"
+    old = found["dbos-app-v1"]
+    assert old.metadata.labels["dbos.dev/app-version"] == "v1"
+    old_env = {e.name: e.value for e in old.spec.template.spec.containers[0].env}
+    assert old_env["DBOS_APP_VERSION"] == "v1" and old.spec.template.spec.containers[0].image.endswith(":v1")
+    service = client.CoreV1Api(kube).read_namespaced_service("dbos-app", ns)
+    assert service.spec.selector["dbos.dev/deployment"] == "dbos-app"
+    assert old.spec.template.metadata.labels["dbos.dev/deployment"] == "dbos-app-v1"
+
+    still = AnsibleRunner(lab, runner.workdir).run(RETIRE, extra_vars=app_vars)
+    assert still.ok, still.explain()
+    assert "dbos-app-v1" in deployments(kube, ns)  # v1 work is still queued
+
+    finish(database, "v1")
+    retired = AnsibleRunner(lab, runner.workdir).run(RETIRE, extra_vars=app_vars)
+    assert retired.ok, retired.explain()
+    assert "dbos-app-v1" not in deployments(kube, ns)
+
+    # v2 has no work when v3 comes: no dbos-app-v2 is kept
+    v3 = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v3"})
+    assert v3.ok, v3.explain()
+    assert sorted(n for n in deployments(kube, ns) if n.startswith("dbos-app")) == ["dbos-app"]
+
+
+@pytest.mark.parametrize(("extra", "name"), [
+    ({"app_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/dbos-app"}, "app_image"),
+    ({"dbos_worker_concurrency": "two"}, "dbos_worker_concurrency"),
+    ({"app_replicas": 0}, "app_replicas"),
+])
+def test_bad_input_fails_naming_the_variable(runner, app_vars, kube, extra, name):
+    result = runner.run(PLAY, extra_vars={**app_vars, "app_name": "bad-app", **extra})
+    assert not result.ok and name in result.explain()
+    assert "bad-app" not in deployments(kube, app_vars["dbos_namespace"])
