@@ -149,6 +149,7 @@ def test_an_upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(runn
     service = client.CoreV1Api(kube).read_namespaced_service("dbos-app", ns)
     assert service.spec.selector["dbos.dev/deployment"] == "dbos-app"
     assert old.spec.template.metadata.labels["dbos.dev/deployment"] == "dbos-app-v1"
+    assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(old))) == []
 
     still = AnsibleRunner(lab, runner.workdir).run(RETIRE, extra_vars=app_vars)
     assert still.ok, still.explain()
@@ -163,6 +164,17 @@ def test_an_upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(runn
     v3 = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v3"})
     assert v3.ok, v3.explain()
     assert sorted(n for n in deployments(kube, ns) if n.startswith("dbos-app")) == ["dbos-app"]
+
+
+def test_building_the_image_needs_a_docker_engine_and_stops_before_the_cluster(runner, app_vars, kube):
+    """No Docker engine here: the ECR credentials are fetched (from the lab's ECR), the login to a
+    Docker engine fails, and nothing is deployed."""
+    result = runner.run(PLAY, extra_vars={**app_vars, "app_name": "built-app", "app_build_image": True})
+    assert not result.ok
+    assert result.task("Get Docker credentials for ECR").get("failed") is not True
+    [failed] = [n for n, r in result.tasks() if r.get("failed")]
+    assert failed.endswith("Log in to ECR")
+    assert "built-app" not in deployments(kube, app_vars["dbos_namespace"])
 
 
 @pytest.mark.parametrize(("extra", "name"), [

@@ -27,6 +27,7 @@ from kubernetes import client
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
 from lab.kube.sealed import KEY_LABEL, UnsealError, hybrid_decrypt, load_private_key
+from tests.roles.manifests import validation_errors
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.addons", "dbos.deploy.secrets"]}]
 CROSSCHECK = REPO / "tests" / "crosscheck"
@@ -115,6 +116,7 @@ def test_files_hold_only_ciphertext_and_a_salted_digest(converged, sealed_dir, v
         assert (document["kind"], document["metadata"]["name"]) == ("SealedSecret", name.removesuffix(".yaml"))
         assert document["metadata"]["annotations"]["dbos.dev/plaintext-hmac"].startswith("pbkdf2_sha256$600000$")
         assert oct(os.stat(sealed_dir / name).st_mode & 0o777) == "0o644"
+        assert validation_errors(document) == []  # against the SealedSecret CRD's schema
 
 
 def test_values_sealed_by_the_module_open_with_the_controllers_key_in_every_scope(converged, runner, kube, tmp_path):
