@@ -186,3 +186,16 @@ def test_bad_input_fails_naming_the_variable(runner, app_vars, kube, extra, name
     result = runner.run(PLAY, extra_vars={**app_vars, "app_name": "bad-app", **extra})
     assert not result.ok and name in result.explain()
     assert "bad-app" not in deployments(kube, app_vars["dbos_namespace"])
+
+
+def test_check_mode_changes_nothing(deployed, runner, kube, app_vars):
+    ns = app_vars["dbos_namespace"]
+    before = {n: d.metadata.resource_version for n, d in deployments(kube, ns).items()}
+    same = runner.run(PLAY, check=True, extra_vars={**app_vars, "app_version": deployments(kube, ns)["dbos-app"]
+                                                    .metadata.labels["dbos.dev/app-version"]})
+    assert same.ok, same.explain()
+    assert same.changed == 0
+    upgrade = runner.run(PLAY, check=True, extra_vars={**app_vars, "app_version": "v9"})
+    assert upgrade.ok, upgrade.explain()
+    assert upgrade.changed > 0  # the rollout it would do
+    assert {n: d.metadata.resource_version for n, d in deployments(kube, ns).items()} == before

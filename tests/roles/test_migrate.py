@@ -147,3 +147,24 @@ def test_bad_input_fails_naming_the_variable(runner, namespace, extra, name):
     assert not result.ok and name in result.explain()
     assert not any(n.endswith("Create the Job") or n.endswith("Run dbos migrate from the control node")
                    for n, _ in result.tasks())
+
+
+def test_check_mode_runs_no_migration(runner, lab, kube, namespace):
+    """Controller mode on a fresh database: check mode reports the run it would do and creates nothing;
+    Job mode creates no Job."""
+    admin = lab.postgres["admin_url"]
+    name, admin_db_url = create_postgres_database(admin)
+    try:
+        preview = runner.run(PLAY, check=True, extra_vars={"dbos_namespace": namespace, "migrate_database_name": name,
+                                                           "migrate_app_role": "dbos_app_role"})
+        assert preview.ok, preview.explain()
+        with psycopg.connect(admin_db_url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'dbos'").fetchone() == (0,)
+        job_vars = {"dbos_namespace": namespace, "migrate_run_from": "cluster", "migrate_dbos_version": "8.8.8"}
+        job_preview = runner.run(PLAY, check=True, extra_vars=job_vars)
+        assert job_preview.ok, job_preview.explain()
+        assert job_preview.task("Create the Job")["changed"]
+        names = [j.metadata.name for j in client.BatchV1Api(kube).list_namespaced_job(namespace).items]
+        assert "dbos-migrate-8-8-8" not in names
+    finally:
+        drop_postgres_database(admin, name)
