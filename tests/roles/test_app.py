@@ -3,19 +3,23 @@ versioned upgrades decided by real workflow rows in the lab's PostgreSQL."""
 
 from __future__ import annotations
 
-import secrets as random
 import uuid
 
 import psycopg
 import pytest
 from dbos import DBOSClient
 from kubernetes import client
-from psycopg import sql
 
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
 from tests.roles.manifests import as_rendered, validation_errors
-from tests.sample_app.harness import create_postgres_database, dbos_migrate, drop_postgres_database
+from tests.sample_app.harness import (
+    create_login_role,
+    create_postgres_database,
+    dbos_migrate,
+    drop_postgres_database,
+    drop_role,
+)
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.app"]}]
 RETIRE = REPO / "playbooks" / "retire.yml"
@@ -31,14 +35,11 @@ def database(lab):
     """A migrated DBOS system database and its restricted role, as rds + migrate leave them."""
     admin = lab.postgres["admin_url"]
     name, admin_db_url = create_postgres_database(admin)
-    role, password = f"app_{uuid.uuid4().hex[:8]}", random.token_hex(12)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    role, password = create_login_role(admin)
     assert dbos_migrate(admin_db_url, role).returncode == 0
     yield {"name": name, "role": role, "password": password, "admin_url": admin_db_url}
     drop_postgres_database(admin, name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    drop_role(admin, role)
 
 
 @pytest.fixture(scope="module")

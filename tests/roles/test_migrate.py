@@ -3,19 +3,15 @@ as a Job the status stand-in completes (or fails)."""
 
 from __future__ import annotations
 
-import secrets as random
-import uuid
-
 import psycopg
 import pytest
 from dbos import DBOSClient
 from kubernetes import client
-from psycopg import sql
 
 from lab.ansible_run import AnsibleRunner
 from lab.kube.status import POLICY_NAME, POLICY_NAMESPACE
 from tests.roles.manifests import as_rendered, validation_errors
-from tests.sample_app.harness import create_postgres_database, drop_postgres_database
+from tests.sample_app.harness import create_login_role, create_postgres_database, drop_postgres_database, drop_role
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.migrate"]}]
 
@@ -38,14 +34,11 @@ def database(lab):
     """A fresh database and a restricted login role, as the rds role leaves them."""
     admin = lab.postgres["admin_url"]
     name, _ = create_postgres_database(admin)
-    role, password = f"app_{uuid.uuid4().hex[:8]}", random.token_hex(12)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    role, password = create_login_role(admin)
     pg = lab.postgres
     yield {"name": name, "role": role, "url": f"postgresql://{role}:{password}@{pg['host']}:{pg['port']}/{name}"}
     drop_postgres_database(admin, name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    drop_role(admin, role)
 
 
 @pytest.fixture(scope="module")

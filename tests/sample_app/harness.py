@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -60,6 +61,19 @@ def create_postgres_database(admin_url: str) -> tuple[str, str]:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name, admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def create_login_role(admin_url: str) -> tuple[str, str]:
+    """A fresh login role with no privileges, as the rds role creates the app role; (name, password)."""
+    role, password = f"app_{uuid.uuid4().hex[:8]}", secrets.token_hex(12)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    return role, password
+
+
+def drop_role(admin_url: str, role: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def drop_postgres_database(admin_url: str, name: str) -> None:
