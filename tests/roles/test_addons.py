@@ -11,17 +11,11 @@ import subprocess
 import pytest
 from kubernetes import client
 
-from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
 from lab.kube.status import POLICY_NAME, POLICY_NAMESPACE
 
 CHARTS = REPO / "tests" / "lab" / "charts"
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.addons"]}]
-
-
-@pytest.fixture(scope="module")
-def runner(lab, tmp_path_factory):
-    return AnsibleRunner(lab, tmp_path_factory.mktemp("addons"))
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,6 @@ RETIRE = REPO / "playbooks" / "retire.yml"
 
 
 @pytest.fixture(scope="module")
-def runner(lab, tmp_path_factory):
-    return AnsibleRunner(lab, tmp_path_factory.mktemp("app"))
-
-
-@pytest.fixture(scope="module")
 def database(lab):
     """A migrated DBOS system database and its restricted role, as rds + migrate leave them."""
     admin = lab.postgres["admin_url"]

@@ -8,25 +8,11 @@ import pytest
 from dbos import DBOSClient
 from kubernetes import client
 
-from lab.ansible_run import AnsibleRunner
 from lab.kube.status import POLICY_NAME, POLICY_NAMESPACE
 from tests.roles.manifests import as_rendered, validation_errors
 from tests.sample_app.harness import create_login_role, create_postgres_database, drop_postgres_database, drop_role
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.migrate"]}]
-
-
-@pytest.fixture(scope="module")
-def runner(lab, tmp_path_factory):
-    return AnsibleRunner(lab, tmp_path_factory.mktemp("migrate"))
-
-
-@pytest.fixture(scope="module")
-def namespace(kube):
-    core = client.CoreV1Api(kube)
-    if "dbos" not in [n.metadata.name for n in core.list_namespace().items]:
-        core.create_namespace({"metadata": {"name": "dbos"}})
-    return "dbos"
 
 
 @pytest.fixture(scope="module")

@@ -50,21 +50,13 @@ def sealed_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runner(lab, tmp_path_factory):
-    return AnsibleRunner(lab, tmp_path_factory.mktemp("secrets"))
-
-
-@pytest.fixture(scope="module")
 def base_vars(values, sealed_dir):
     return {"dbos_namespace": "dbos", "secrets_db_host": "dbos-app-pg.abc.us-east-1.rds.amazonaws.com",
             "secrets_sealed_dir": str(sealed_dir), **values}
 
 
 @pytest.fixture(scope="module")
-def converged(runner, kube, base_vars):
-    core = client.CoreV1Api(kube)
-    if "dbos" not in [n.metadata.name for n in core.list_namespace().items]:
-        core.create_namespace({"metadata": {"name": "dbos"}})  # the eks role's job
+def converged(runner, namespace, base_vars):
     result = runner.run(PLAY, extra_vars=base_vars)
     assert result.ok, result.explain()
     return result
