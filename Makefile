@@ -27,7 +27,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
 
 COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
-	$(shell find plugins roles playbooks changelogs meta -type f -not -path '*/__pycache__/*' 2>/dev/null)
+	$(shell find plugins roles playbooks changelogs meta tests/unit tests/sanity -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
 .PHONY: help install venv tools crosscheck collection constraints lab-up lab-down lab-status lint test bench-infrastructure bench-queue-depth bench-sample-app clean
 

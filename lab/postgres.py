@@ -94,6 +94,8 @@ def start(lab_dir: Path, port: int, log: Path) -> tuple[procs.Proc, dict]:
         "admin_url": f"postgresql://{ADMIN_USER}:{password}@127.0.0.1:{port}/postgres",
         # for the restricted application role the roles create (a vault secret on AWS)
         "app_role_password": secrets.token_urlsafe(24),
+        # for the keda role's read-only role (postgresql trigger)
+        "queue_reader_password": secrets.token_urlsafe(24),
         "root": str(root), "socket_dir": str(sockets), "bin_dir": str(bindir),
         "version": _version(bindir),
     }

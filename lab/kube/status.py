@@ -19,6 +19,9 @@ Its behaviour can be changed while it runs, through the ConfigMap ``lab-status-c
     how long an object waits before it is marked (default: the ``--delay`` it was started with).
 ``failJobs``
     comma-separated shell patterns of Job names that fail instead of completing.
+``keda``
+    ``on``: play the KEDA operator too, making each ScaledObject's HPA (:mod:`lab.kube.keda`);
+    default off: the lab runs no KEDA controller.
 
 Run as ``python -m lab.kube.status --kubeconfig FILE [--delay SECONDS]``.
 """
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 from kubernetes import client, config
 
+from lab.kube.keda import KedaController
 from lab.kube.sealed import SealedSecretsController
 
 POLICY_NAMESPACE = "kube-system"
@@ -49,6 +53,7 @@ class Policy:
     mode: str = "auto"
     delay: float = 1.0
     fail_jobs: tuple[str, ...] = ()
+    keda: bool = False
 
     @classmethod
     def read(cls, core: client.CoreV1Api, default_delay: float) -> Policy:
@@ -57,7 +62,8 @@ class Policy:
         except client.ApiException:
             data = {}
         return cls(mode=data.get("mode", "auto"), delay=float(data.get("delaySeconds", default_delay)),
-                   fail_jobs=tuple(p.strip() for p in data.get("failJobs", "").split(",") if p.strip()))
+                   fail_jobs=tuple(p.strip() for p in data.get("failJobs", "").split(",") if p.strip()),
+                   keda=data.get("keda", "off").lower() in ("on", "true", "yes"))
 
     def job_fails(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.fail_jobs)
@@ -146,6 +152,7 @@ class StatusController:
         self.core, self.batch, self.apps = client.CoreV1Api(api), client.BatchV1Api(api), client.AppsV1Api(api)
         self.default_delay = default_delay
         self.sealed_secrets = SealedSecretsController(api)
+        self.keda = KedaController(api)
         self.first_seen: dict[tuple, float] = {}  # (kind, ns, name, generation) -> when first seen pending
 
     def _due(self, key: tuple, delay: float) -> bool:
@@ -166,6 +173,7 @@ class StatusController:
                     self._due(("Deployment", md.namespace, md.name, md.uid, md.generation), policy.delay):
                 mark_deployment(self.apps, md.namespace, md.name)
         self.sealed_secrets.step()
+        self.keda.step(policy.keda)
 
     def run(self, interval: float = 0.25) -> None:
         while True:

@@ -53,6 +53,43 @@ def count_query(statuses, schema="dbos", application_name=None, application_vers
     return sql, params
 
 
+# DBOS refuses an empty queue name and reserves the prefix of its internal queues.
+RESERVED_QUEUE_PREFIX = "_dbos_"
+
+
+def queue_name_problem(name):
+    """Why ``name`` is not a DBOS queue name one can scale on, or None if it is one."""
+    if not isinstance(name, str) or not name:
+        return "a DBOS queue name is a non-empty string"
+    if name.startswith(RESERVED_QUEUE_PREFIX):
+        return f"queue names starting with {RESERVED_QUEUE_PREFIX!r} are DBOS's internal queues"
+    if name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a queue name has no control characters and no leading or trailing whitespace"
+    return None
+
+
+def sql_literal(value):
+    """``value`` as a PostgreSQL string literal, correct whatever standard_conforming_strings is."""
+    value = str(value)
+    if "\x00" in value:
+        raise QueueDepthError("a NUL character cannot be part of a PostgreSQL string")
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return f"'{quoted}'"
+
+
+def literal_count_query(queue, statuses, schema="dbos", application_name=None, application_version=None):
+    """:func:`count_query` with its parameters written in as literals: one self-contained statement for
+    a client that cannot bind parameters, such as KEDA's postgresql trigger."""
+    problem = queue_name_problem(queue)
+    if problem:
+        raise QueueDepthError(f"{queue!r} is not a DBOS queue name: {problem}")
+    sql, params = count_query(statuses, schema, application_name, application_version)
+    params["queue"] = queue
+    return sql % {name: sql_literal(value) for name, value in params.items()}
+
+
 def desired_replicas(queue_length, target_per_replica, min_replicas, max_replicas):
     """What KEDA (through the HPA) asks for: ceil(queue_length / target), kept within [min, max].
 

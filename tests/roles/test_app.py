@@ -97,6 +97,21 @@ def test_second_run_changes_nothing(deployed, runner, app_vars):
     assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
 
+def test_replicas_an_autoscaler_set_are_kept_when_it_owns_them(deployed, runner, kube, app_vars):
+    """As KEDA's HPA does, something else scales dbos-app to 5: a run with app_replicas_from_autoscaler
+    (the site playbook's setting) keeps 5 and changes nothing; without it, app_replicas wins."""
+    apps = client.AppsV1Api(kube)
+    namespace = app_vars["dbos_namespace"]
+    apps.patch_namespaced_deployment_scale("dbos-app", namespace, {"spec": {"replicas": 5}})
+    kept = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v1", "app_replicas_from_autoscaler": True})
+    assert kept.ok, kept.explain()
+    assert kept.changed == 0, [n for n, r in kept.tasks() if r.get("changed")]
+    assert apps.read_namespaced_deployment("dbos-app", namespace).spec.replicas == 5
+    reset = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v1"})
+    assert reset.ok and reset.changed == 1, reset.explain()
+    assert apps.read_namespaced_deployment("dbos-app", namespace).spec.replicas == 2
+
+
 def test_a_self_signed_conductor_ca_is_trusted_through_an_init_container(deployed, runner, kube, app_vars):
     extra = {**app_vars, "app_version": "v1", "app_name": "ca-app", "app_conductor_ca_secret": "dbos-tls",
              "app_conductor_url": "wss://conductor.example.com/conductor/"}

@@ -1,0 +1,26 @@
+# Copyright: dbos.deploy contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Filter dbos.deploy.queue_depth_query: the queue_depth module's COUNT as one literal SQL statement."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.dbos.deploy.plugins.module_utils.queue_depth import (
+    IN_FLIGHT,
+    QueueDepthError,
+    literal_count_query,
+)
+
+
+def queue_depth_query(queue, statuses=IN_FLIGHT, schema="dbos", application_name=None, application_version=None):
+    """The SQL counting ``queue``'s workflows in ``statuses``, values inlined as literals."""
+    try:
+        return literal_count_query(queue, list(statuses), schema, application_name or None,
+                                   application_version or None)
+    except QueueDepthError as e:
+        raise AnsibleFilterError(f"queue_depth_query: {e}") from None
+
+
+class FilterModule:
+    def filters(self):
+        return {"queue_depth_query": queue_depth_query}

@@ -1,0 +1,318 @@
+"""Role dbos.deploy.keda and playbooks/scale_report.yml on the lab: the ScaledObject read back and
+validated against KEDA's CRD schema, the HPA check with and without (a stand-in for) KEDA, the
+postgresql trigger's read-only role on the lab's real PostgreSQL, and the scaling arithmetic with the
+real sample app holding real work."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from kubernetes import client
+
+from lab.core import REPO
+from lab.kube.status import POLICY_NAME, POLICY_NAMESPACE
+from tests.roles.manifests import as_rendered, validation_errors
+from tests.sample_app.harness import (
+    create_login_role,
+    create_postgres_database,
+    dbos_migrate,
+    drop_postgres_database,
+    drop_role,
+    wait_for,
+)
+
+PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.keda"]}]
+SCALE_REPORT = REPO / "playbooks" / "scale_report.yml"
+SCALED_OBJECT = "dbos-app-scaledobject"
+CONCURRENCY = 3
+
+
+@pytest.fixture(scope="module")
+def database(lab):
+    """A migrated DBOS system database and its restricted app role, as rds + migrate leave them."""
+    admin = lab.postgres["admin_url"]
+    name, admin_db_url = create_postgres_database(admin)
+    role, password = create_login_role(admin)
+    assert dbos_migrate(admin_db_url, role).returncode == 0
+    pg = lab.postgres
+    roles = [role]  # dropped once the database (holding their grants) is gone
+    yield {"name": name, "role": role, "password": password, "admin_url": admin_db_url, "roles": roles,
+           "url": f"postgresql://{role}:{password}@{pg['host']}:{pg['port']}/{name}"}
+    drop_postgres_database(admin, name)
+    for each in roles:
+        drop_role(admin, each)
+
+
+@pytest.fixture(scope="module")
+def keda_ns(kube):
+    namespace = f"keda-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
+    return namespace
+
+
+def scaled_object(kube, namespace: str, name: str = SCALED_OBJECT) -> dict:
+    return client.CustomObjectsApi(kube).get_namespaced_custom_object("keda.sh", "v1alpha1", namespace,
+                                                                      "scaledobjects", name)
+
+
+@pytest.fixture(scope="module")
+def addons(runner):
+    """Sealed Secrets and KEDA, as the addons role installs them (the lab's stand-in charts)."""
+    result = runner.run([{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.addons"]}])
+    assert result.ok, result.explain()
+
+
+# --- metrics-api, the guide's trigger --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def metrics_api(runner, keda_ns):
+    extra = {"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY}
+    result = runner.run(PLAY, extra_vars=extra)
+    assert result.ok, result.explain()
+    return result, extra
+
+
+def test_metrics_api_scaled_object_is_the_guides_and_validates(metrics_api, kube, keda_ns):
+    obj = scaled_object(kube, keda_ns)
+    assert validation_errors(as_rendered(obj)) == []
+    spec = obj["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dbos-app"}
+    assert (spec["pollingInterval"], spec["cooldownPeriod"], spec["minReplicaCount"], spec["maxReplicaCount"]) == (
+        15, 60, 1, 10)
+    assert spec["triggers"] == [{"type": "metrics-api", "metadata": {
+        "url": f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/metrics/taskQueue",
+        "valueLocation": "queue_length",
+        "targetValue": str(CONCURRENCY)}}]  # the app's concurrency variable, not a number of the role's own
+
+
+def test_metrics_api_says_the_hpa_was_not_checked(metrics_api):
+    result, _ = metrics_api
+    msg = result.task("Say that the HPA was not checked")["msg"]
+    assert "keda_verify_hpa is false" in msg and "keda-hpa-dbos-app-scaledobject" in msg
+
+
+def test_second_run_and_check_mode_change_nothing(metrics_api, runner):
+    _, extra = metrics_api
+    for check in (False, True):
+        again = runner.run(PLAY, extra_vars=extra, check=check)
+        assert again.ok, again.explain()
+        assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+def test_one_trigger_per_queue(runner, kube, keda_ns):
+    name = "multi-queue"
+    result = runner.run(PLAY, extra_vars={"dbos_namespace": keda_ns, "dbos_worker_concurrency": 2,
+                                          "keda_scaledobject_name": name,
+                                          "keda_queues": ["taskQueue", "emails high/low"]})
+    assert result.ok, result.explain()
+    obj = scaled_object(kube, keda_ns, name)
+    assert validation_errors(as_rendered(obj)) == []
+    assert [t["metadata"]["url"].rsplit("/metrics/", 1)[1] for t in obj["spec"]["triggers"]] == [
+        "taskQueue", "emails%20high%2Flow"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"keda_min_replicas": 4, "keda_max_replicas": 2}, "keda_min_replicas (4) is above keda_max_replicas (2)"),
+    ({"keda_min_replicas": 0}, "keda_min_replicas is 0, but the metrics-api trigger reads the queue from the app's"),
+    ({"keda_queues": ["taskQueue", "_dbos_internal"]},
+     'keda_queues holds names DBOS does not accept for a queue: ["_dbos_internal"]'),
+    ({"keda_queues": [""]}, "keda_queues holds names DBOS does not accept"),
+    ({"keda_trigger": "postgresql", "keda_db_host": "db.example"},
+     "keda_trigger postgresql needs dbos_db_queue_reader_password"),
+    ({"keda_max_replicas": "ten"}, "keda_max_replicas"),
+    ({"keda_trigger": "prometheus"}, "keda_trigger"),
+])
+def test_bad_input_fails_before_any_change_naming_the_variable(runner, kube, extra, message):
+    namespace = f"keda-bad-{uuid.uuid4().hex[:6]}"  # does not exist: nothing may be applied there
+    result = runner.run(PLAY, extra_vars={"dbos_namespace": namespace, "dbos_worker_concurrency": 2,
+                                          "dbos_db_queue_reader_password": "", **extra})
+    assert not result.ok
+    assert message in result.explain()
+    assert result.changed == 0
+
+
+# --- the HPA check ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def keda_operator(addons, kube):
+    """The status stand-in playing the KEDA operator the addons role installed, for one test."""
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_config_map(POLICY_NAMESPACE, {"metadata": {"name": POLICY_NAME}, "data": {"keda": "on"}})
+    yield
+    core.delete_namespaced_config_map(POLICY_NAME, POLICY_NAMESPACE)
+
+
+def test_with_keda_running_the_hpa_is_found(keda_operator, runner, kube, keda_ns):
+    result = runner.run(PLAY, extra_vars={"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY,
+                                          "keda_scaledobject_name": "verified", "keda_verify_hpa": True,
+                                          "keda_min_replicas": 2, "keda_max_replicas": 7})
+    assert result.ok, result.explain()
+    assert "KEDA scales dbos-app with keda-hpa-verified between 2 and 7 replicas" in \
+        result.task("Check that the HPA scales the Deployment within the bounds")["msg"]
+    hpa = client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler("keda-hpa-verified", keda_ns)
+    assert hpa.spec.metrics[0].external.target.average_value == str(CONCURRENCY)
+
+
+def test_without_keda_the_check_fails_and_says_why(runner, keda_ns):
+    result = runner.run(PLAY, extra_vars={"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY,
+                                          "keda_scaledobject_name": "unverified", "keda_verify_hpa": True,
+                                          "keda_verify_timeout": 3})
+    assert not result.ok
+    assert "KEDA did not report unverified Ready within 3 s" in result.explain()
+    assert "set keda_verify_hpa false" in result.explain()
+
+
+# --- postgresql: scale to zero ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgresql(addons, runner, keda_ns, database, lab):
+    """The role with the postgresql trigger, from this machine, for a reader role of the test's own."""
+    role, password = f"reader_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(18) + "/:@?#%+&="
+    database["roles"].append(role)
+    extra = {"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY, "keda_trigger": "postgresql",
+             "keda_min_replicas": 0, "keda_scaledobject_name": "to-zero", "keda_db_host": "db.example",
+             "keda_db_name": database["name"], "keda_reader_role": role, "dbos_db_queue_reader_password": password}
+    result = runner.run(PLAY, extra_vars=extra, verbosity=3, json_output=False)
+    assert result.ok, result.stdout[-3000:]
+    return {"result": result, "extra": extra, "namespace": keda_ns, "database": database, "role": role,
+            "password": password, "sealed_dir": lab.dir / "sealed-secrets",
+            "reader_url": reader_url(lab, role, password, database)}
+
+
+def reader_url(lab, role: str, password: str, database: dict) -> str:
+    pg = lab.postgres
+    return psycopg.conninfo.make_conninfo(host=pg["host"], port=pg["port"], dbname=database["name"], user=role,
+                                          password=password)
+
+
+def trigger_query(kube, pg: dict) -> str:
+    [trigger] = scaled_object(kube, pg["namespace"], "to-zero")["spec"]["triggers"]
+    return trigger["metadata"]["query"]
+
+
+def test_postgresql_trigger_uses_the_modules_query_through_a_trigger_authentication(postgresql, kube):
+    obj = scaled_object(kube, postgresql["namespace"], "to-zero")
+    auth = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        "keda.sh", "v1alpha1", postgresql["namespace"], "triggerauthentications", "dbos-queue-reader")
+    assert validation_errors(as_rendered(obj)) == [] and validation_errors(as_rendered(auth)) == []
+    assert obj["spec"]["minReplicaCount"] == 0
+    [trigger] = obj["spec"]["triggers"]
+    assert trigger == {"type": "postgresql", "authenticationRef": {"name": "dbos-queue-reader"}, "metadata": {
+        "query": "SELECT count(*) FROM \"dbos\".workflow_status WHERE queue_name = 'taskQueue' "
+                 "AND status IN ('ENQUEUED', 'PENDING')",
+        "targetQueryValue": str(CONCURRENCY)}}
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "connection", "name": "dbos-queue-reader", "key": "database-url"}]
+
+
+def test_postgresql_connection_string_is_sealed_and_unsealed(postgresql, kube):
+    pg = postgresql
+    secret = client.CoreV1Api(kube).read_namespaced_secret("dbos-queue-reader", pg["namespace"])
+    assert secret.metadata.owner_references[0].kind == "SealedSecret"
+    url = base64.b64decode(secret.data["database-url"]).decode()
+    assert base64.b64decode(secret.data["password"]).decode() == pg["password"]
+    assert url.startswith(f"postgresql://{pg['role']}:") and url.endswith(
+        f"@db.example:5432/{pg['database']['name']}?sslmode=require")
+    assert pg["password"] not in pg["result"].stdout + pg["result"].stderr  # -vvv
+    sealed = (pg["sealed_dir"] / "dbos-queue-reader.yaml").read_text()
+    assert "SealedSecret" in sealed and pg["password"] not in sealed
+
+
+def test_reader_can_run_the_trigger_query_and_nothing_else(postgresql, kube):
+    with psycopg.connect(postgresql["reader_url"], autocommit=True) as conn:
+        assert conn.execute(trigger_query(kube, postgresql)).fetchone() == (0,)
+        for statement in (
+            "INSERT INTO dbos.workflow_status (workflow_uuid, status) VALUES ('x', 'ENQUEUED')",
+            "UPDATE dbos.workflow_status SET status = 'ERROR'",
+            "DELETE FROM dbos.workflow_status",
+            "SELECT count(*) FROM dbos.operation_outputs",
+            "CREATE TABLE dbos.intruder (x int)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_postgresql_second_run_changes_nothing(postgresql, runner):
+    again = runner.run(PLAY, extra_vars=postgresql["extra"])
+    assert again.ok, again.explain()
+    assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+@pytest.mark.usefixtures("addons")
+def test_cluster_mode_grants_from_a_job_whose_sql_works(runner, kube, database, lab):
+    """The Job reads the admin URL and the reader's password from Secrets; nothing runs it in the lab,
+    so its SQL is run here with the lab's psql exactly as the Job's container would."""
+    role, password = f"reader_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(18) + "'\"; $x"
+    database["roles"].append(role)
+    namespace = f"keda-job-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
+    extra = {"dbos_namespace": namespace, "dbos_worker_concurrency": 2, "keda_trigger": "postgresql",
+             "keda_reader_from": "cluster", "keda_db_host": "db.example", "keda_db_name": database["name"],
+             "keda_reader_role": role, "dbos_db_queue_reader_password": password}
+    result = runner.run(PLAY, extra_vars=extra)
+    assert result.ok, result.explain()
+    job = client.BatchV1Api(kube).read_namespaced_job("dbos-queue-reader-grants", namespace)
+    assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(job))) == []
+    [container] = job.spec.template.spec.containers
+    refs = {e.name: (e.value_from.secret_key_ref.name, e.value_from.secret_key_ref.key) for e in container.env}
+    assert refs == {"ADMIN_URL": ("postgres-admin", "database-url"),
+                    "READER_PASSWORD": ("dbos-queue-reader", "password")}
+    assert password not in " ".join(container.command + container.args)
+    sql = client.CoreV1Api(kube).read_namespaced_config_map("dbos-queue-reader-grants", namespace).data["grants.sql"]
+    script = lab.dir / f"{namespace}.sql"
+    script.write_text(sql)
+    psql = str(Path(lab.postgres["bin_dir"]) / "psql")
+    args = [a if a != "/sql/grants.sql" else str(script) for a in container.args]
+    for _ in range(2):  # the Job runs again after a password change: the SQL must be re-runnable
+        done = subprocess.run([psql, "--no-psqlrc", database["admin_url"], *args], capture_output=True,
+                              text=True, env={"READER_PASSWORD": password}, check=False)
+        assert done.returncode == 0, done.stderr
+    with psycopg.connect(reader_url(lab, role, password, database), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM dbos.workflow_status").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM dbos.workflow_status")
+    again = runner.run(PLAY, extra_vars=extra)
+    assert again.ok and again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+# --- the arithmetic, end to end ----------------------------------------------------------------------
+
+def test_seven_queued_behind_concurrency_two_call_for_four_replicas(runner, start_app, postgresql, kube):
+    """The sample app on the lab PostgreSQL runs 2 workflows at once; 9 enqueued leave 7 waiting. KEDA's
+    metrics-api sees queue_length 7 and asks for ceil(7/2) = 4; dbos.deploy.queue_depth (through
+    playbooks/scale_report.yml) says the same from the app's endpoint and from the database; the
+    postgresql trigger's SQL, run as the read-only role, counts the same rows as the module."""
+    database = postgresql["database"]
+    app = start_app(database["url"], env={"WORKER_CONCURRENCY": "2"})
+    app.wait_ready()
+    for _ in range(9):
+        app.enqueue(120)
+    wait_for(lambda: app.get("/metrics/taskQueue")[1]["queue_length"] == 7, 30, "7 waiting, 2 running")
+
+    common = {"dbos_namespace": postgresql["namespace"], "dbos_worker_concurrency": 2}
+    by_url = runner.run(SCALE_REPORT, extra_vars={**common, "scale_report_url": f"{app.base}/metrics"})
+    assert by_url.ok, by_url.explain()
+    assert by_url.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=7 desired_replicas=4"
+    assert re.match(r"dbos-app: replicas=\S+ desired_replicas=4 ", by_url.task("Report the replicas")["msg"])
+
+    db = {"scale_report_source": "database", "app_queue_db_name": database["name"],
+          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"]}
+    by_db = runner.run(SCALE_REPORT, extra_vars={**common, **db})
+    assert by_db.ok, by_db.explain()
+    assert by_db.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=7 desired_replicas=4"
+    assert database["password"] not in by_db.stdout
+
+    # the postgresql trigger counts waiting and running work: the module, asked the same, agrees
+    in_flight = runner.run(SCALE_REPORT, extra_vars={**common, **db, "keda_trigger": "postgresql"})
+    assert in_flight.ok, in_flight.explain()
+    assert in_flight.task("Report each queue")["results"][0]["msg"] == \
+        "taskQueue: queue_length=9 desired_replicas=5"
+    with psycopg.connect(postgresql["reader_url"], autocommit=True) as conn:
+        assert conn.execute(trigger_query(kube, postgresql)).fetchone() == (9,)
