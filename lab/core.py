@@ -136,6 +136,8 @@ class Lab:
                      "status_delay": status_delay, "crd_dir": str(CRD_DIR)},
             "tools": {"dir": str(TOOLS_DIR) if TOOLS_DIR.is_dir() else None,
                       "helm": _tool("helm"), "kubectl": _tool("kubectl")},
+            # the stand-in Helm charts the lab inventory installs instead of the real ones
+            "charts": {name: str(REPO / "tests" / "lab" / "charts" / name) for name in ("sealed-secrets", "keda")},
             "processes": [p.to_dict() for p in started],
         })
         lab.save()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import psycopg
@@ -166,7 +167,7 @@ def test_teardown_leaves_only_the_default_vpc(converged, lab, workdir):
     assert ec2.describe_addresses()["Addresses"] == []
     assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
     snapshots = aws.client("rds").describe_db_snapshots()["DBSnapshots"]
-    assert [s["DBSnapshotIdentifier"] for s in snapshots] == ["dbos-app-pg-final"]
+    assert [re.sub(r"\d{14}$", "<date>", s["DBSnapshotIdentifier"]) for s in snapshots] == ["dbos-app-pg-final-<date>"]
 
     again = runner.run(TEARDOWN, extra_vars={"dbos_teardown_confirm": "dbos-app-cluster"})
     assert again.ok, again.explain()

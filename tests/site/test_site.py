@@ -1,0 +1,69 @@
+"""playbooks/site.yml as users run it, on a lab of its own: the demo (`make demo`: the full site, then
+the sample app and dbos.deploy.queue_depth answering), then on the converged lab `--check` (nothing
+would change), `--tags app` alone (the database facts read back), and the teardown's refusal."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from lab.ansible_run import AnsibleRunner
+from lab.core import REPO, Lab
+
+SITE = REPO / "playbooks" / "site.yml"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`python -m lab.demo` (what `make demo` runs) on a fresh lab."""
+    workdir = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "lab.demo", "--dir", str(workdir / "lab")], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    lab = Lab.load(workdir / "lab")
+    yield done, lab, workdir
+    lab.down()
+
+
+def test_demo_converges_the_site_and_shows_the_app_and_the_module(demo):
+    done, lab, _ = demo
+    out = done.stdout
+    assert done.returncode == 0, out[-4000:] + done.stderr[-2000:]
+    recap = re.search(r"PLAY RECAP.*?localhost\s+: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", out, re.S)
+    assert recap and int(recap[1]) > 0  # the first converge made things
+    for line in ("EKS cluster     dbos-app-cluster: ACTIVE", "RDS instance    dbos-app-pg: available",
+                 "ECR repository", "Deployment      dbos/dbos-app: 2/2 available",
+                 "SealedSecret    dbos/dbos-app-db: Synced=True", "ScaledObject    dbos/dbos-app-scaledobject"):
+        assert line in out, line
+    assert '200 {"status": "ok"' in out or re.search(r"\n  200 \{.*\}", out)  # /healthz
+    assert '"queue_length": 7' in out  # /metrics: 9 enqueued, 2 running
+    assert "taskQueue: queue_length=7 desired_replicas=4" in out  # queue_depth via the metrics endpoint
+    assert lab.postgres["password"] not in out and lab.postgres["app_role_password"] not in out
+    assert "playbooks/teardown.yml -e dbos_teardown_confirm=dbos-app-cluster" in out
+
+
+def test_check_mode_on_the_converged_site_changes_nothing(demo):
+    _, lab, workdir = demo
+    result = AnsibleRunner(lab, workdir).run(SITE, check=True)
+    assert result.ok, result.explain()
+    assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
+
+
+def test_one_stage_alone_reads_the_facts_back(demo):
+    _, lab, workdir = demo
+    result = AnsibleRunner(lab, workdir).run(SITE, tags="app")
+    assert result.ok, result.explain()
+    assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
+    names = [n for n, _ in result.tasks()]
+    assert "dbos.deploy.rds : Read the instance back" in names
+    assert any(n.startswith("dbos.deploy.app : ") for n in names)
+    assert not any(n.startswith(("dbos.deploy.eks", "dbos.deploy.keda", "dbos.deploy.migrate")) for n in names)
+
+
+def test_teardown_refuses_without_confirmation(demo):
+    _, lab, workdir = demo
+    refused = AnsibleRunner(lab, workdir).run(REPO / "playbooks" / "teardown.yml")
+    assert not refused.ok
+    assert "-e dbos_teardown_confirm=dbos-app-cluster" in refused.explain()
