@@ -229,9 +229,10 @@ def main() -> int:
     run_app(lab, api, lab.dir)
 
     heading("Tear down")
-    say("  ansible-playbook -i inventories/lab playbooks/teardown.yml -e dbos_teardown_confirm=dbos-app-cluster")
+    say("  make demo-teardown      # playbooks/teardown.yml against the lab, then the lab stops; by hand:")
+    say("  .venv/bin/ansible-playbook -i inventories/lab playbooks/teardown.yml \\")
+    say("      -e dbos_teardown_confirm=dbos-app-cluster")
     say("  make lab-down")
-    say("  (with ANSIBLE_COLLECTIONS_PATH set as `make` sets it; or run `make demo-teardown`)")
     return 0
 
 

@@ -41,7 +41,7 @@ def test_demo_converges_the_site_and_shows_the_app_and_the_module(demo):
     assert '"queue_length": 7' in out  # /metrics: 9 enqueued, 2 running
     assert "taskQueue: queue_length=7 desired_replicas=4" in out  # queue_depth via the metrics endpoint
     assert lab.postgres["password"] not in out and lab.postgres["app_role_password"] not in out
-    assert "playbooks/teardown.yml -e dbos_teardown_confirm=dbos-app-cluster" in out
+    assert "make demo-teardown" in out and "-e dbos_teardown_confirm=dbos-app-cluster" in out
 
 
 def test_check_mode_on_the_converged_site_changes_nothing(demo):
