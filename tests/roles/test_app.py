@@ -13,28 +13,14 @@ from kubernetes import client
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
 from tests.roles.manifests import as_rendered, validation_errors
-from tests.sample_app.harness import (
-    create_login_role,
-    create_postgres_database,
-    dbos_migrate,
-    drop_postgres_database,
-    drop_role,
-)
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.app"]}]
 RETIRE = REPO / "playbooks" / "retire.yml"
 
 
 @pytest.fixture(scope="module")
-def database(lab):
-    """A migrated DBOS system database and its restricted role, as rds + migrate leave them."""
-    admin = lab.postgres["admin_url"]
-    name, admin_db_url = create_postgres_database(admin)
-    role, password = create_login_role(admin)
-    assert dbos_migrate(admin_db_url, role).returncode == 0
-    yield {"name": name, "role": role, "password": password, "admin_url": admin_db_url}
-    drop_postgres_database(admin, name)
-    drop_role(admin, role)
+def database(migrated_database):
+    return migrated_database
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ from lab.core import REPO
 from lab.kube.status import POLICY_NAME, POLICY_NAMESPACE
 from tests.roles.manifests import as_rendered, validation_errors
 from tests.sample_app.harness import (
-    create_login_role,
-    create_postgres_database,
-    dbos_migrate,
-    drop_postgres_database,
-    drop_role,
     wait_for,
 )
 
@@ -35,19 +30,8 @@ CONCURRENCY = 3
 
 
 @pytest.fixture(scope="module")
-def database(lab):
-    """A migrated DBOS system database and its restricted app role, as rds + migrate leave them."""
-    admin = lab.postgres["admin_url"]
-    name, admin_db_url = create_postgres_database(admin)
-    role, password = create_login_role(admin)
-    assert dbos_migrate(admin_db_url, role).returncode == 0
-    pg = lab.postgres
-    roles = [role]  # dropped once the database (holding their grants) is gone
-    yield {"name": name, "role": role, "password": password, "admin_url": admin_db_url, "roles": roles,
-           "url": f"postgresql://{role}:{password}@{pg['host']}:{pg['port']}/{name}"}
-    drop_postgres_database(admin, name)
-    for each in roles:
-        drop_role(admin, each)
+def database(migrated_database):
+    return migrated_database
 
 
 @pytest.fixture(scope="module")
