@@ -2,9 +2,10 @@
 workflows, beside DBOS's list API (``DBOSClient.list_queued_workflows``) in the same run.
 
 Usage: ``make bench-queue-depth`` (or ``python tests/bench/queue_depth.py [--levels 0,10000,100000]``).
-The database source is timed with a new connection per poll (what each run of the module pays);
-the url source through the sample app's /metrics. Uses the lab in DBOS_LAB_STATE, else starts one.
-Prints the numbers; asserts nothing.
+The database source is timed with a new connection per poll (what each run of the module pays),
+and split into its two parts: the connection alone, and the COUNT on an open connection (with the
+plan PostgreSQL chose for it). The url source goes through the sample app's /metrics. Uses the lab in
+DBOS_LAB_STATE, else starts one. Prints the numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ import ansible_collections
 
 ansible_collections.__path__.append(str(working_tree_collections() / "ansible_collections"))
 import psycopg  # noqa: E402
-from ansible_collections.dbos.deploy.plugins.module_utils.queue_depth import DatabaseSource, UrlSource  # noqa: E402
+from ansible_collections.dbos.deploy.plugins.module_utils.queue_depth import (  # noqa: E402
+    DatabaseSource,
+    UrlSource,
+    count_query,
+)
 from dbos import DBOSClient  # noqa: E402
 
 APP = "dbos-sample-app"
@@ -61,8 +66,11 @@ def run(lab: Lab, levels: list[int], workdir: Path) -> None:
               "value_location": "queue_length", "validate_certs": True}
     try:
         app.wait_ready()
-        print(f"{'ENQUEUED':>9} | {'database (connect+count)':>24} | {'url (/metrics)':>14} | "
-              f"{'list API':>10} | speed-up")
+        print(f"{'ENQUEUED':>9} | {'database (connect+count)':>24} | {'connect':>8} | {'count':>8} | "
+              f"{'url (/metrics)':>14} | {'list API':>10} | speed-up")
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        sql, sql_params = count_query(["ENQUEUED"], "dbos", APP)
+        sql_params["queue"] = "taskQueue"
         queued = 0
         for level in levels:
             if level > queued:
@@ -83,11 +91,18 @@ def run(lab: Lab, levels: list[int], workdir: Path) -> None:
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute("VACUUM (ANALYZE) dbos.workflow_status")
                 db_ms, db_value = timed(database_poll, 21)
+                connect_ms, _ = timed(lambda: psycopg.connect(conninfo, autocommit=True).close(), 21)
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    count_ms, _ = timed(lambda: conn.execute(sql, sql_params).fetchall(), 21)
+                    plan = " ".join(row[0] for row in conn.execute("EXPLAIN " + sql, sql_params).fetchall())
+                scan = next((kind for kind in ("Index Only Scan", "Bitmap", "Index Scan", "Seq Scan") if kind in plan),
+                            "?")
                 url_ms, url_value = timed(lambda: UrlSource(params).read()[0], 21)
                 list_ms, listed = timed(lambda: len(client.list_queued_workflows(
                     queue_name="taskQueue", status="ENQUEUED", load_input=False, load_output=False)), 5)
-                print(f"{db_value:>9} | {db_ms:>21.1f} ms | {url_ms:>11.1f} ms | {list_ms:>7.1f} ms | "
-                      f"{list_ms / db_ms:6.1f}x   {state} (url answered {url_value}, list {listed})")
+                print(f"{db_value:>9} | {db_ms:>21.1f} ms | {connect_ms:>5.1f} ms | {count_ms:>5.1f} ms | "
+                      f"{url_ms:>11.1f} ms | {list_ms:>7.1f} ms | {list_ms / db_ms:6.1f}x   {state} "
+                      f"(count by {scan}; url answered {url_value}, list {listed})")
     finally:
         client.destroy()
         app.terminate()

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
+import http.server
+import ipaddress
+import json
+import ssl
+import threading
+
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from dbos import DBOSClient
 
 from tests.sample_app.harness import dbos_migrate, wait_for
@@ -92,6 +103,63 @@ def test_wait_until_times_out_with_the_last_reading(ansible, postgres_db, start_
     assert not result.ok
     assert "still has" in depth["msg"] and "after" in depth["msg"]
     assert depth["queue_length"] >= 2 and depth["elapsed_ms"] >= 1500
+
+
+@pytest.fixture
+def https_metrics(tmp_path):
+    """An HTTPS metrics endpoint with a self-signed certificate for 127.0.0.1; (url, certificate path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "metrics.crt", tmp_path / "metrics.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"queue_length": 3}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/metrics/taskQueue", cert_path
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_source_over_https_verifies_the_certificate(ansible, https_metrics):
+    url, cert = https_metrics
+    result, depth = run_depth(ansible, source="url", url=url, timeout=5)
+    assert not result.ok
+    assert "could not GET" in depth["msg"] and "CERTIFICATE_VERIFY_FAILED" in depth["msg"], depth["msg"]
+
+    result, depth = run_depth(ansible, source="url", url=url, ca_path=str(cert), target_per_replica=2)
+    assert result.ok, result.explain()
+    assert (depth["queue_length"], depth["desired_replicas"]) == (3, 2)
+
+    # unverified, and polled several times through the one TLS context of the run
+    result, depth = run_depth(ansible, source="url", url=url, validate_certs=False,
+                              wait_until={"queue_length_at_most": 2}, timeout=2, interval=0.2)
+    assert not result.ok
+    assert depth["queue_length"] == 3 and depth["polls"] >= 3, depth
 
 
 def test_failures_are_one_clear_line(ansible, lab, postgres_db, start_app):
