@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -153,10 +154,17 @@ def test_teardown_refuses_without_confirmation(converged, lab, workdir):
 
 
 def test_teardown_leaves_only_the_default_vpc(converged, lab, workdir):
+    aws = Aws(lab)
+    ecr = aws.client("ecr")
+    for repository in ("dbos-app", "dbos-migrate"):  # as the app and migrate roles leave them, with an image
+        ecr.create_repository(repositoryName=repository)
+        ecr.put_image(repositoryName=repository, imageTag="1", imageManifest=json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+             "config": {}, "layers": []}))
     runner = AnsibleRunner(lab, workdir)
     result = runner.run(TEARDOWN, extra_vars={"dbos_teardown_confirm": "dbos-app-cluster"})
     assert result.ok, result.explain()
-    aws = Aws(lab)
+    assert ecr.describe_repositories()["repositories"] == []
     ec2 = aws.client("ec2")
     assert [v["CidrBlock"] for v in ec2.describe_vpcs()["Vpcs"]] == ["172.31.0.0/16"]
     assert aws.client("eks").list_clusters()["clusters"] == []
