@@ -134,6 +134,32 @@ def test_namespace_is_created(converged, kube):
     assert ns.metadata.labels["app.kubernetes.io/managed-by"] == "dbos.deploy"
 
 
+def facts_play(tmp_path) -> list[dict]:
+    role_vars = eks_play(tmp_path)[0]["roles"][0]["vars"]
+    return [{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Facts", "ansible.builtin.include_role": {"name": "dbos.deploy.eks", "tasks_from": "facts"},
+         "vars": role_vars},
+        {"name": "Show", "ansible.builtin.debug": {"var": "eks_cluster"}}]}]
+
+
+def test_facts_entry_point_reads_back_what_the_role_handed_on(converged, lab, workdir):
+    handed_on = converged.task("dbos.deploy.eks : Hand the cluster facts on")["ansible_facts"]["eks_cluster"]
+    read_back = AnsibleRunner(lab, workdir).run(facts_play(workdir))
+    assert read_back.ok, read_back.explain()
+    assert read_back.changed == 0
+    facts = read_back.task("Show")["eks_cluster"]
+    assert facts == handed_on
+    assert facts["endpoint"].startswith("https://") and facts["security_group_id"].startswith("sg-")
+    assert len(facts["private_subnet_ids"]) == len(facts["public_subnet_ids"]) == 2
+
+
+def test_facts_entry_point_without_a_cluster_says_what_to_run(aws, ansible, tmp_path):
+    result = ansible.run(facts_play(tmp_path))
+    assert not result.ok
+    assert "No EKS cluster dbos-app-cluster" in result.explain()
+    assert "--tags eks" in result.explain()
+
+
 def test_check_mode_on_a_fresh_lab_creates_nothing(aws, ansible, tmp_path):
     result = ansible.run(eks_play(tmp_path, dbos_namespace="dbos-check"), check=True)
     assert result.ok, result.explain()

@@ -1,6 +1,7 @@
 """playbooks/site.yml as users run it, on a lab of its own: the demo (`make demo`: the full site, then
 the sample app and dbos.deploy.queue_depth answering), then on the converged lab `--check` (nothing
-would change), `--tags app` alone (the database facts read back), and the teardown's refusal."""
+would change), `--tags app` and `--tags rds` alone (the facts of the skipped stages read back), and the
+teardown's refusal."""
 
 from __future__ import annotations
 
@@ -61,6 +62,21 @@ def test_one_stage_alone_reads_the_facts_back(demo):
     assert "dbos.deploy.rds : Read the instance back" in names
     assert any(n.startswith("dbos.deploy.app : ") for n in names)
     others = ("dbos.deploy.eks", "dbos.deploy.addons", "dbos.deploy.secrets", "dbos.deploy.migrate", "dbos.deploy.keda")
+    assert not [n for n in names if n.startswith(others)]
+
+
+def test_the_database_stage_alone_reads_the_cluster_back(demo):
+    _, lab, workdir = demo
+    result = AnsibleRunner(lab, workdir).run(SITE, tags="rds")
+    assert result.ok, result.explain()
+    assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
+    names = [n for n, _ in result.tasks() if "Validating arguments against arg spec" not in n]
+    eks = [n for n in names if n.startswith("dbos.deploy.eks : ")]
+    assert eks == ["dbos.deploy.eks : Read the cluster back", "dbos.deploy.eks : Fail when there is no cluster yet",
+                   "dbos.deploy.eks : Read the cluster's subnets back, by tier",
+                   "dbos.deploy.eks : Hand the cluster facts on"], eks
+    assert "dbos.deploy.rds : Create the DB subnet group from the private subnets" in names
+    others = ("dbos.deploy.addons", "dbos.deploy.secrets", "dbos.deploy.migrate", "dbos.deploy.app", "dbos.deploy.keda")
     assert not [n for n in names if n.startswith(others)]
 
 
