@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -69,16 +70,24 @@ class Policy:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.fail_jobs)
 
 
-def job_finished(job) -> bool:
-    conditions = (job.status.conditions if job.status else None) or []
-    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions)
+def list_items(list_call, **kwargs) -> list[dict]:
+    """A list call's items as plain dicts. The client's model deserialization costs far more than
+    the request, and it ran four times a second over every Job and Deployment of the lab: measured,
+    290 ms of CPU a step with 60 of each (a lab that tests have filled), 3 ms with dicts."""
+    return json.loads(list_call(_preload_content=False, **kwargs).data)["items"]
 
 
-def deployment_current(dep) -> bool:
-    st = dep.status
-    want = dep.spec.replicas if dep.spec.replicas is not None else 1
-    return bool(st) and st.observed_generation == dep.metadata.generation and \
-        (st.available_replicas or 0) == want and (st.updated_replicas or 0) == want
+def job_finished(job: dict) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+
+
+def deployment_current(dep: dict) -> bool:
+    st = dep.get("status") or {}
+    replicas = dep["spec"].get("replicas")
+    want = replicas if replicas is not None else 1
+    return bool(st) and st.get("observedGeneration") == dep["metadata"].get("generation") and \
+        st.get("availableReplicas", 0) == want and st.get("updatedReplicas", 0) == want
 
 
 def mark_job(batch: client.BatchV1Api, namespace: str, name: str, failed: bool = False) -> None:
@@ -163,15 +172,15 @@ class StatusController:
         policy = Policy.read(self.core, self.default_delay)
         if policy.mode != "auto":
             return
-        for job in self.batch.list_job_for_all_namespaces().items:
-            md = job.metadata
-            if not job_finished(job) and self._due(("Job", md.namespace, md.name, md.uid), policy.delay):
-                mark_job(self.batch, md.namespace, md.name, failed=policy.job_fails(md.name))
-        for dep in self.apps.list_deployment_for_all_namespaces().items:
-            md = dep.metadata
-            if not deployment_current(dep) and \
-                    self._due(("Deployment", md.namespace, md.name, md.uid, md.generation), policy.delay):
-                mark_deployment(self.apps, md.namespace, md.name)
+        for job in list_items(self.batch.list_job_for_all_namespaces):
+            md = job["metadata"]
+            if not job_finished(job) and self._due(("Job", md["namespace"], md["name"], md["uid"]), policy.delay):
+                mark_job(self.batch, md["namespace"], md["name"], failed=policy.job_fails(md["name"]))
+        for dep in list_items(self.apps.list_deployment_for_all_namespaces):
+            md = dep["metadata"]
+            key = ("Deployment", md["namespace"], md["name"], md["uid"], md.get("generation"))
+            if not deployment_current(dep) and self._due(key, policy.delay):
+                mark_deployment(self.apps, md["namespace"], md["name"])
         self.sealed_secrets.step()
         self.keda.step(policy.keda)
 
