@@ -52,13 +52,18 @@ def test_check_mode_on_the_converged_site_changes_nothing(demo):
     assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
 
 
-def test_one_stage_alone_reads_the_facts_back(demo):
+def stage_alone(demo, tag: str) -> list[str]:
+    """Run site.yml with one tag on the converged lab; the tasks that ran (argument validation aside:
+    ansible-core tags it "always", so it runs whatever the tags)."""
     _, lab, workdir = demo
-    result = AnsibleRunner(lab, workdir).run(SITE, tags="app")
+    result = AnsibleRunner(lab, workdir).run(SITE, tags=tag)
     assert result.ok, result.explain()
     assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
-    # (each role's argument validation runs whatever the tags, as ansible-core tags it "always")
-    names = [n for n, _ in result.tasks() if "Validating arguments against arg spec" not in n]
+    return [n for n, _ in result.tasks() if "Validating arguments against arg spec" not in n]
+
+
+def test_one_stage_alone_reads_the_facts_back(demo):
+    names = stage_alone(demo, "app")
     assert "dbos.deploy.rds : Read the instance back" in names
     assert any(n.startswith("dbos.deploy.app : ") for n in names)
     others = ("dbos.deploy.eks", "dbos.deploy.addons", "dbos.deploy.secrets", "dbos.deploy.migrate", "dbos.deploy.keda")
@@ -66,11 +71,7 @@ def test_one_stage_alone_reads_the_facts_back(demo):
 
 
 def test_the_database_stage_alone_reads_the_cluster_back(demo):
-    _, lab, workdir = demo
-    result = AnsibleRunner(lab, workdir).run(SITE, tags="rds")
-    assert result.ok, result.explain()
-    assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
-    names = [n for n, _ in result.tasks() if "Validating arguments against arg spec" not in n]
+    names = stage_alone(demo, "rds")
     eks = [n for n in names if n.startswith("dbos.deploy.eks : ")]
     assert eks == ["dbos.deploy.eks : Read the cluster back", "dbos.deploy.eks : Fail when there is no cluster yet",
                    "dbos.deploy.eks : Read the cluster's subnets back, by tier",
