@@ -158,9 +158,7 @@ class UrlSource:
             context = make_context(cafile=params.get("ca_path"), validate_certs=params["validate_certs"])
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self.request = Request(headers={"Accept": "application/json"}, timeout=params["timeout"],
-                               validate_certs=params["validate_certs"], ca_path=params.get("ca_path"),
-                               context=context)
+        self.request = Request(headers={"Accept": "application/json"}, timeout=params["timeout"], context=context)
 
     def read(self):
         p = self.params

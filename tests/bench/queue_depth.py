@@ -30,11 +30,7 @@ import ansible_collections
 
 ansible_collections.__path__.append(str(working_tree_collections() / "ansible_collections"))
 import psycopg  # noqa: E402
-from ansible_collections.dbos.deploy.plugins.module_utils.queue_depth import (  # noqa: E402
-    DatabaseSource,
-    UrlSource,
-    count_query,
-)
+from ansible_collections.dbos.deploy.plugins.module_utils.queue_depth import DatabaseSource, UrlSource  # noqa: E402
 from dbos import DBOSClient  # noqa: E402
 
 APP = "dbos-sample-app"
@@ -68,9 +64,6 @@ def run(lab: Lab, levels: list[int], workdir: Path) -> None:
         app.wait_ready()
         print(f"{'ENQUEUED':>9} | {'database (connect+count)':>24} | {'connect':>8} | {'count':>8} | "
               f"{'url (/metrics)':>14} | {'list API':>10} | speed-up")
-        conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        sql, sql_params = count_query(["ENQUEUED"], "dbos", APP)
-        sql_params["queue"] = "taskQueue"
         queued = 0
         for level in levels:
             if level > queued:
@@ -91,10 +84,15 @@ def run(lab: Lab, levels: list[int], workdir: Path) -> None:
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute("VACUUM (ANALYZE) dbos.workflow_status")
                 db_ms, db_value = timed(database_poll, 21)
-                connect_ms, _ = timed(lambda: psycopg.connect(conninfo, autocommit=True).close(), 21)
-                with psycopg.connect(conninfo, autocommit=True) as conn:
-                    count_ms, _ = timed(lambda: conn.execute(sql, sql_params).fetchall(), 21)
-                    plan = " ".join(row[0] for row in conn.execute("EXPLAIN " + sql, sql_params).fetchall())
+                connect_ms, _ = timed(lambda: psycopg.connect(url, autocommit=True).close(), 21)
+                source = DatabaseSource(params)  # one connection for all polls, as with wait_until
+                try:
+                    source.read()
+                    count_ms, _ = timed(lambda: source.read()[0], 21)  # noqa: B023 (called at once)
+                    plan = " ".join(row[0] for row in source.conn.execute("EXPLAIN " + source.sql,
+                                                                          source.sql_params).fetchall())
+                finally:
+                    source.close()
                 scan = next((kind for kind in ("Index Only Scan", "Bitmap", "Index Scan", "Seq Scan") if kind in plan),
                             "?")
                 url_ms, url_value = timed(lambda: UrlSource(params).read()[0], 21)
