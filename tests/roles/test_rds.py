@@ -38,6 +38,7 @@ def converged(lab, workdir):
 
 
 def test_rds_is_requested_before_the_cluster_is_waited_for(converged):
+    # the order of the tasks in the play (moto makes a cluster ACTIVE at once, so the lab skips the wait)
     names = [name.split(" : ", 1)[-1] for name, _result in converged.tasks()]
     order = {step: names.index(step) for step in (
         "Request the EKS cluster", "Request the PostgreSQL instance", "Wait for the cluster",

@@ -238,3 +238,15 @@ def test_missing_passwords_are_refused_by_name(lab, tmp_path, sealed_dir):
     assert not result.ok
     assert "dbos_db_admin_password" in result.explain() and "dbos_db_app_role_password" in result.explain()
     assert not (tmp_path / "sealed").exists()
+
+
+def test_a_namespace_that_does_not_exist_fails_the_apply_except_in_check_mode(converged, runner, base_vars, tmp_path):
+    missing = {**base_vars, "dbos_namespace": "no-such-namespace", "secrets_sealed_dir": str(tmp_path / "sealed")}
+    preview = runner.run(PLAY, extra_vars=missing, check=True)
+    assert preview.ok, preview.explain()
+    assert preview.task("Apply the SealedSecrets").get("skipped")  # nothing to preview the apply into
+
+    result = runner.run(PLAY, extra_vars=missing)
+    assert not result.ok
+    msg = result.task("Apply the SealedSecrets")["msg"]
+    assert "no-such-namespace" in msg, msg
