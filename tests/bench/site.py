@@ -50,7 +50,7 @@ def main() -> None:
         try:
             runner = AnsibleRunner(lab, Path(tmp))
             env = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.profile_tasks",
-                   "ANSIBLE_PROFILE_TASKS_TASK_OUTPUT_LIMIT": "10", "COLUMNS": "200"}
+                   "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "10", "COLUMNS": "200"}
             first = runner.run(PLAYBOOK, json_output=False, env=env)
             report("first converge", first)
             if not first.ok:
