@@ -112,7 +112,7 @@ demo-teardown: install ## tear down what the demo deployed (playbooks/teardown.y
 molecule: install ## molecule test of SCENARIOS (default: default) against the running lab in LAB_DIR
 	$(BIN)/python -m lab.molecule --dir $(LAB_DIR) $(SCENARIOS)
 
-bench-site: install ## site.yml on a fresh lab: first converge, idempotent re-run, the 10 slowest tasks
+bench-site: install ## site.yml on a fresh lab: first converge, idempotent re-run, the 10 slowest tasks, module runs
 	$(BIN)/python tests/bench/site.py
 
 bench-infrastructure: install ## eks + rds on the lab: first converge, re-run, task order, slowest tasks
