@@ -1,7 +1,9 @@
 """Benchmark of playbooks/site.yml on the lab: the first converge, the idempotent re-run, and the 10
-slowest tasks of each as ansible's profile_tasks callback reports them. Then the re-run once more
-with every module run timed, to show where a re-run's time goes: how many times a module's Python
-process ran, and the wall and CPU time spent in those processes, apart from the controller's.
+slowest tasks of each as ansible's profile_tasks callback reports them, with the strategy ansible.cfg
+selects (strategy_plugins/mitogen_linear.py). Then the re-run again with Mitogen's own, unchanged
+strategy, and once more with ansible's stock ``linear`` strategy, with every module run timed: how
+many times a module's Python process ran, and the wall and CPU time spent in those processes, apart
+from the controller's.
 
 Usage: ``make bench-site`` (or ``python tests/bench/site.py``). Starts a fresh lab for the run, so
 the first converge starts from nothing; the numbers depend on the machine (a loaded one is slower).
@@ -17,6 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import ansible_mitogen
 
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO, Lab
@@ -56,28 +60,31 @@ def profile(stdout: str) -> list[tuple[float, str]]:
     return entries
 
 
-def report(label: str, result) -> None:
+def report(label: str, result, slowest: int = 10) -> None:
     recap = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", result.stdout)
     ok, changed, failed = recap.groups() if recap else ("?", "?", "?")
     print(f"{label}: {result.seconds:6.1f} s wall; tasks ok={ok} changed={changed} failed={failed}")
-    for seconds, task in profile(result.stdout)[:10]:
+    for seconds, task in profile(result.stdout)[:slowest]:
         print(f"  {seconds:6.2f} s  {task}")
 
 
 def module_runs(runner: AnsibleRunner, workdir: Path, env: dict[str, str]) -> None:
-    """The re-run once more, through TIMING_INTERPRETER: module runs by module, and the rest."""
+    """The re-run with the stock strategy, through TIMING_INTERPRETER: module runs by module, and the rest.
+
+    (With Mitogen, modules run inside one long-lived process, which this interpreter would time once.)
+    """
     log, interpreter = workdir / "module-runs.jsonl", workdir / "timed-python"
     interpreter.write_text(TIMING_INTERPRETER.format(python=sys.executable, log=str(log)))
     interpreter.chmod(0o755)
-    timed = runner.run(PLAYBOOK, json_output=False, env=env,
+    timed = runner.run(PLAYBOOK, json_output=False, env={**env, "ANSIBLE_STRATEGY": "linear"},
                        extra_vars={"ansible_python_interpreter": str(interpreter)})
     if not timed.ok:
         sys.exit(timed.stdout[-3000:])
     runs = [json.loads(line) for line in log.read_text().splitlines()]
     wall, cpu = sum(r["wall"] for r in runs), sum(r["cpu"] for r in runs)
-    print(f"re-run with each module run timed: {timed.seconds:.1f} s wall; {len(runs)} module runs took "
-          f"{wall:.1f} s wall, {cpu:.1f} s CPU ({wall / len(runs):.2f} s each); the controller and the "
-          f"tasks that run no module: {timed.seconds - wall:.1f} s")
+    print(f"re-run with the stock linear strategy, each module run timed: {timed.seconds:.1f} s wall; "
+          f"{len(runs)} module runs took {wall:.1f} s wall, {cpu:.1f} s CPU ({wall / len(runs):.2f} s each); "
+          f"the controller and the tasks that run no module: {timed.seconds - wall:.1f} s")
     by_module: dict[str, list[float]] = defaultdict(list)
     for r in runs:
         by_module[r["module"].removeprefix("ansible_collections.").replace(".plugins.modules.", ".")].append(r["wall"])
@@ -98,6 +105,10 @@ def main() -> None:
                 sys.exit(first.stdout[-3000:])
             again = runner.run(PLAYBOOK, json_output=False, env=env)
             report("idempotent re-run", again)
+            # Mitogen's own plugin directory in place of strategy_plugins/: its unchanged mitogen_linear
+            mitogen_own = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
+            upstream = runner.run(PLAYBOOK, json_output=False, env={**env, "ANSIBLE_STRATEGY_PLUGINS": mitogen_own})
+            report("re-run with Mitogen's own mitogen_linear", upstream, slowest=0)
             module_runs(runner, Path(tmp), env)
         finally:
             lab.down()

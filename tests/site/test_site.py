@@ -1,7 +1,7 @@
 """playbooks/site.yml as users run it, on a lab of its own: the demo (`make demo`: the full site, then
 the sample app and dbos.deploy.queue_depth answering), then on the converged lab `--check` (nothing
-would change), `--tags app` and `--tags rds` alone (the facts of the skipped stages read back), and the
-teardown's refusal."""
+would change), a re-run with ansible's stock strategy (nothing to change), `--tags app` and
+`--tags rds` alone (the facts of the skipped stages read back), and the teardown's refusal."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def test_demo_converges_the_site_and_shows_the_app_and_the_module(demo):
 def test_check_mode_on_the_converged_site_changes_nothing(demo):
     _, lab, workdir = demo
     result = AnsibleRunner(lab, workdir).run(SITE, check=True)
+    assert result.ok, result.explain()
+    assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
+
+
+def test_the_stock_strategy_finds_nothing_to_change_either(demo):
+    """ansible.cfg runs the roles with Mitogen's strategy (strategy_plugins/); they do not depend on it."""
+    _, lab, workdir = demo
+    result = AnsibleRunner(lab, workdir).run(SITE, env={"ANSIBLE_STRATEGY": "linear"})
     assert result.ok, result.explain()
     assert result.changed == 0, [n for n, r in result.tasks() if r.get("changed")]
 
