@@ -1,10 +1,13 @@
-"""Mitogen's ``mitogen_linear`` strategy, with the list of installed collections read once per run.
+"""Mitogen's ``mitogen_linear`` strategy, with the list of installed collections read once per run and
+no CPU pinning.
 
 ansible.cfg selects this strategy. Mitogen (the ``mitogen`` package, pinned in requirements.txt) runs
 a host's modules in one Python process that lives for the whole run, instead of a new process per task
 that imports ansible's module code, boto3 and the kubernetes client again each time.
 
-The one change to Mitogen's own ``mitogen_linear``: for the first module of a collection in each task,
+Two changes to Mitogen's own ``mitogen_linear``.
+
+The list of installed collections: for the first module of a collection in each task,
 ``ansible_mitogen.planner._load_collections`` lists every installed collection directory
 (``ansible.collections.list.list_collection_dirs``; 94 collections with the ``ansible`` package). Its
 cache lives in the worker process, and ansible forks a new worker for every task, so the list was
@@ -12,6 +15,13 @@ read again for every task that runs a collection's module. Installed collections
 a run: here the list is read once in the controller, before the first worker is forked, and every
 worker inherits it. A site.yml re-run on the lab: ~30 s with Mitogen's strategy, ~24 s with this one
 (``make bench-site``).
+
+CPU pinning: Mitogen pins its processes to CPUs (``ansible_mitogen.affinity``). On a machine with 2
+or 3 CPUs it keeps one for its connection multiplexer and pins the controller, the workers and every
+process they start (the one running the modules, helm, ...) to the others, so with 2 CPUs all of a
+run's work shares one CPU, and so do two runs started at once. Measured on 2 CPUs, two site.yml
+re-runs at once: 52-55 s each with the pinning, 27-31 s without it; one re-run alone: ~26 s with it,
+~25 s without. Here the operating system places the processes (Mitogen's no-op ``Policy``).
 
 ``ANSIBLE_STRATEGY=linear`` runs the playbooks with ansible's stock strategy; the roles do not depend
 on Mitogen.
@@ -22,7 +32,8 @@ from __future__ import annotations
 from ansible.errors import AnsibleError
 
 try:
-    import ansible_mitogen.loaders  # first: it checks the ansible-core version
+    import ansible_mitogen.affinity
+    import ansible_mitogen.loaders  # before planner and strategy: it checks the ansible-core version
     import ansible_mitogen.planner
     import ansible_mitogen.strategy
 except ImportError as error:
@@ -50,6 +61,7 @@ def _load_collections(invocation) -> None:
 
 if hasattr(ansible_mitogen.planner, "_load_collections"):
     ansible_mitogen.planner._load_collections = _load_collections
+ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()  # places nothing
 
 Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 

@@ -1,6 +1,7 @@
 """The strategy ansible.cfg selects, strategy_plugins/mitogen_linear.py: Mitogen's mitogen_linear with
-the list of installed collections read once per run (Mitogen's own reads it once per task). Counted
-with a sitecustomize that wraps ansible.collections.list.list_collection_dirs in ansible-playbook."""
+the list of installed collections read once per run (Mitogen's own reads it once per task; counted
+with a sitecustomize that wraps ansible.collections.list.list_collection_dirs in ansible-playbook),
+and without Mitogen's CPU pinning (read from a process that a module starts)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,28 @@ def test_mitogens_own_strategy_lists_them_for_every_task(three_tasks):
     done = run(playbook, {**env, "ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert len(log.read_text().split()) == 3
+
+
+AFFINITY_PLAY = [{"hosts": "localhost", "gather_facts": False, "tasks": [
+    {"name": "Start a process and read the CPUs it may run on",
+     "ansible.builtin.command": {"argv": [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]},
+     "register": "cpus", "changed_when": False},
+    {"name": "Show them", "ansible.builtin.debug": {"msg": "CPUS={{ cpus.stdout }}"}},
+]}]
+
+
+def cpus_of_a_module_child(tmp_path: Path, env: dict[str, str]) -> list[int]:
+    playbook = tmp_path / "affinity.yml"
+    playbook.write_text(yaml.safe_dump(AFFINITY_PLAY, sort_keys=False))
+    done = run(playbook, {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **env})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return yaml.safe_load(done.stdout.split('"msg": "CPUS=', 1)[1].split('"', 1)[0])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs or more to show")
+def test_processes_are_not_pinned_to_cpus(tmp_path):
+    """Mitogen's own strategy confines them (on 2 CPUs, to one); the configured one leaves them all."""
+    allowed = sorted(os.sched_getaffinity(0))
+    assert cpus_of_a_module_child(tmp_path, {}) == allowed
+    pinned = cpus_of_a_module_child(tmp_path, {"ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN})
+    assert set(pinned) < set(allowed)
