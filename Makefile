@@ -98,7 +98,7 @@ lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
 test: lint ## lint, then every test but the per-role molecule scenarios (each test session starts its own lab)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not test_all" $(PYTEST_ARGS)
 
-test-all: lint ## lint, then every test, the per-role molecule scenarios included (about 15 minutes more)
+test-all: lint ## lint, then every test, the per-role molecule scenarios included (about 7 minutes more)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install ## the main job on the lab: lab up, site.yml, resources, the sample app and queue_depth answering
