@@ -13,7 +13,7 @@ The list of installed collections: for the first module of a collection in each 
 cache lives in the worker process, and ansible forks a new worker for every task, so the list was
 read again for every task that runs a collection's module. Installed collections do not change during
 a run: here the list is read once in the controller, before the first worker is forked, and every
-worker inherits it. A site.yml re-run on the lab: ~30 s with Mitogen's strategy, ~24 s with this one
+worker inherits it. A site.yml re-run on the lab: 29-31 s with Mitogen's strategy, 23-27 s with this one
 (``make bench-site``).
 
 CPU pinning: Mitogen pins its processes to CPUs (``ansible_mitogen.affinity``). On a machine with 2
