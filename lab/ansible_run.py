@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ansible_mitogen
 import yaml
 
 from lab.core import REPO, Lab
@@ -31,7 +32,12 @@ def working_tree_collections() -> Path:
     (root / "ansible_collections" / "dbos").mkdir(parents=True)
     (root / "ansible_collections" / "dbos" / "deploy").symlink_to(REPO)
     return root
+
+
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+# Mitogen's own strategy plugins, unchanged: as ANSIBLE_STRATEGY_PLUGINS, in place of strategy_plugins/
+# (which ansible.cfg selects), to compare with them.
+MITOGENS_OWN_STRATEGY_PLUGINS = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
 
 
 @dataclass

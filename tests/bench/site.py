@@ -20,9 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import ansible_mitogen
-
-from lab.ansible_run import AnsibleRunner
+from lab.ansible_run import MITOGENS_OWN_STRATEGY_PLUGINS, AnsibleRunner
 from lab.core import REPO, Lab
 
 PLAYBOOK = REPO / "playbooks" / "site.yml"
@@ -105,9 +103,8 @@ def main() -> None:
                 sys.exit(first.stdout[-3000:])
             again = runner.run(PLAYBOOK, json_output=False, env=env)
             report("idempotent re-run", again)
-            # Mitogen's own plugin directory in place of strategy_plugins/: its unchanged mitogen_linear
-            mitogen_own = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
-            upstream = runner.run(PLAYBOOK, json_output=False, env={**env, "ANSIBLE_STRATEGY_PLUGINS": mitogen_own})
+            upstream = runner.run(PLAYBOOK, json_output=False,
+                                  env={**env, "ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN_STRATEGY_PLUGINS})
             report("re-run with Mitogen's own mitogen_linear", upstream, slowest=0)
             module_runs(runner, Path(tmp), env)
         finally:

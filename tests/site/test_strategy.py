@@ -10,14 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import ansible_mitogen
 import pytest
 import yaml
 
+from lab.ansible_run import ANSIBLE_PLAYBOOK, MITOGENS_OWN_STRATEGY_PLUGINS
 from lab.core import REPO
-
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-MITOGENS_OWN = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
 
 COUNTER = """\
 import os, sys
@@ -65,7 +62,7 @@ def test_the_configured_strategy_lists_the_collections_once_per_run(three_tasks)
 def test_mitogens_own_strategy_lists_them_for_every_task(three_tasks):
     """What the change is for: with Mitogen's unchanged mitogen_linear the same play lists them 3 times."""
     playbook, _, env, log = three_tasks
-    done = run(playbook, {**env, "ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN})
+    done = run(playbook, {**env, "ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN_STRATEGY_PLUGINS})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert len(log.read_text().split()) == 3
 
@@ -91,5 +88,5 @@ def test_processes_are_not_pinned_to_cpus(tmp_path):
     """Mitogen's own strategy confines them (on 2 CPUs, to one); the configured one leaves them all."""
     allowed = sorted(os.sched_getaffinity(0))
     assert cpus_of_a_module_child(tmp_path, {}) == allowed
-    pinned = cpus_of_a_module_child(tmp_path, {"ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN})
+    pinned = cpus_of_a_module_child(tmp_path, {"ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN_STRATEGY_PLUGINS})
     assert set(pinned) < set(allowed)
