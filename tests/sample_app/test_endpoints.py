@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from dbos_sample_app.service import DRAINING, STATE, make_app
-from dbos_sample_app.settings import Settings, SettingsError
+from dbos import DBOSClient
+from dbos_sample_app.service import DRAINING, STATE, PostgresQueueDepth, make_app
+from dbos_sample_app.settings import APP_NAME, QUEUE_NAME, Settings, SettingsError
 
-from tests.sample_app.harness import wait_for
+from tests.sample_app.harness import dbos_migrate, wait_for
 
 BAD_SECONDS = {
     "abc": "must be a number",
@@ -17,6 +21,7 @@ BAD_SECONDS = {
     "inf": "finite",
     "": None,  # no route: /enqueue/ is not /enqueue/{seconds}
 }
+QUEUED = 3000
 
 
 def test_endpoints_and_bad_input(system_db, start_app):
@@ -109,3 +114,34 @@ def test_conductor_key_without_the_extension_stops_the_app_at_start(sqlite_db, s
     [error] = [e for e in app.log_events() if e["event"] == "config_error"]
     assert "dbos-enterprise" in error["error"]
     assert "secret-conductor-key-123" not in app.log()
+
+
+async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queued(postgres_db):
+    """A young system with a backlog: nearly every row of workflow_status is ENQUEUED. With the
+    planner's default costs PostgreSQL then reads the whole table to count them; the depth source's
+    connection reads DBOS's partial index of in-flight workflows instead."""
+    assert dbos_migrate(postgres_db.url).returncode == 0
+    client = DBOSClient(system_database_url=postgres_db.url, application_name=APP_NAME)
+    try:
+        options = {"queue_name": QUEUE_NAME, "workflow_name": "sleep_workflow"}
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: client.enqueue(options, 3600), range(QUEUED)))
+    finally:
+        client.destroy()
+    postgres_db.query("VACUUM (ANALYZE) dbos.workflow_status")
+    explain = "EXPLAIN " + PostgresQueueDepth.query.replace("%s", f"'{QUEUE_NAME}'", 1).replace("%s", f"'{APP_NAME}'")
+
+    with psycopg.connect(postgres_db.url) as default:
+        assert "Seq Scan on workflow_status" in plan(default.execute(explain).fetchall())
+    depth = PostgresQueueDepth(postgres_db.url)
+    try:
+        assert await depth.count(QUEUE_NAME) == QUEUED
+        assert await depth.count("noSuchQueue") == 0
+        cursor = await depth.conn.execute(explain)
+        assert "Index Only Scan using idx_workflow_status_in_flight_v2" in plan(await cursor.fetchall())
+    finally:
+        await depth.close()
+
+
+def plan(rows: list[tuple]) -> str:
+    return "\n".join(row[0] for row in rows)
