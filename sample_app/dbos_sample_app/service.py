@@ -64,15 +64,15 @@ class PostgresQueueDepth:
     index on in-flight workflows, which INCLUDEs ``application_name`` for this filter. One
     connection, kept open and used with a prepared statement; reopened once if it broke.
 
-    The connection plans with ``random_page_cost`` 1.1, PostgreSQL's suggested value for SSD
-    storage (and AWS's advice for RDS when the indexes fit in memory), in place of the default 4,
-    which models spinning disks. With 4, once most of the table is in flight (a young system with a
+    The connection plans with ``random_page_cost`` 1.1, PostgreSQL's suggested value for SSD storage
+    (and AWS's advice for RDS when the indexes fit in memory), in place of the default 4, which
+    models spinning disks. With 4, once most of the table is in flight (a young system with a
     backlog), the planner reads the whole table rather than the index, and the prepared statement's
-    generic plan then does so for every queue, an empty one too. In ``make bench-sample-app``, at
-    10,000 queued after autovacuum: 3.5 ms per /metrics against 5 ms, and 0.5 ms against 3.5 ms for
-    an empty queue. For the minute or so after a burst of enqueues, until autovacuum has set the
-    visibility map, an index-only scan would visit the heap for each new row, and the planner still
-    reads the table, as with the default. The setting is this session's only.
+    generic plan then does so for every queue, an empty one too. Measured with 10,000 queued, once
+    autovacuum has run (``make bench-sample-app``, 2 cores): 3.5-4.2 ms per /metrics against 4.6-5.2
+    ms, and 0.4-1.3 ms against 3.2-3.6 ms for an empty queue. For the minute or so after a burst of
+    enqueues, until autovacuum has run, the count visits the table for each new row whatever this
+    setting (6.6-8 ms at 10,000 in the same benchmark). The setting is this session's only.
     """
 
     query = IN_FLIGHT_COUNT.format(table="dbos.workflow_status", p="%s", extra="")
