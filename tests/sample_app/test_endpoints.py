@@ -129,19 +129,28 @@ async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queu
     finally:
         client.destroy()
     postgres_db.query("VACUUM (ANALYZE) dbos.workflow_status")
-    explain = "EXPLAIN " + PostgresQueueDepth.query.replace("%s", f"'{QUEUE_NAME}'", 1).replace("%s", f"'{APP_NAME}'")
+    # the plan for this queue, and the generic plan a prepared statement settles on, for any queue
+    checks = ["EXPLAIN " + PostgresQueueDepth.query.replace("%s", f"'{QUEUE_NAME}'", 1).replace("%s", f"'{APP_NAME}'"),
+              "SET plan_cache_mode = force_generic_plan",
+              "PREPARE depth AS " + PostgresQueueDepth.query.replace("%s", "$1", 1).replace("%s", "$2"),
+              f"EXPLAIN EXECUTE depth('noSuchQueue', '{APP_NAME}')"]
 
     with psycopg.connect(postgres_db.url) as default:
-        assert "Seq Scan on workflow_status" in plan(default.execute(explain).fetchall())
+        plans = [plan(cursor.description and cursor.fetchall()) for cursor in map(default.execute, checks)]
+    assert ["Seq Scan on workflow_status" in plans[i] for i in (0, 3)] == [True, True], plans
     depth = PostgresQueueDepth(postgres_db.url)
     try:
         assert await depth.count(QUEUE_NAME) == QUEUED
         assert await depth.count("noSuchQueue") == 0
-        cursor = await depth.conn.execute(explain)
-        assert "Index Only Scan using idx_workflow_status_in_flight_v2" in plan(await cursor.fetchall())
+        plans = []
+        for statement in checks:
+            cursor = await depth.conn.execute(statement)
+            plans.append(plan(cursor.description and await cursor.fetchall()))
     finally:
         await depth.close()
+    assert ["Index Only Scan using idx_workflow_status_in_flight_v2" in plans[i] for i in (0, 3)] == [True, True], plans
 
 
-def plan(rows: list[tuple]) -> str:
-    return "\n".join(row[0] for row in rows)
+def plan(rows: list[tuple] | None) -> str:
+    """EXPLAIN's rows as text; empty for a statement that returns none."""
+    return "\n".join(row[0] for row in rows or [])
