@@ -81,10 +81,19 @@ class PlaybookResult:
     def changed(self) -> int:
         return self.stats().get("changed", 0)
 
+    def failure_messages(self) -> list[str]:
+        """"task: message" of every failed task, and of every failed item of a failed loop."""
+        messages = []
+        for name, result in self.tasks():
+            if result.get("failed"):
+                messages.append(f"{name}: {result.get('msg', result)}")
+                messages += [f"{name}: {item.get('msg', '')}" for item in result.get("results", [])
+                             if isinstance(item, dict) and item.get("failed")]
+        return messages
+
     def explain(self) -> str:
         """For assertion messages: the failed tasks' messages, or the raw output."""
-        failed = [f"{n}: {r.get('msg', r)}" for n, r in self.tasks() if r.get("failed")]
-        return "\n".join(failed) or (self.stdout[-3000:] + self.stderr[-3000:])
+        return "\n".join(self.failure_messages()) or (self.stdout[-3000:] + self.stderr[-3000:])
 
 
 @dataclass
@@ -108,7 +117,7 @@ class AnsibleRunner:
     def run(self, playbook: Path | str | list[dict], *, extra_vars: dict | None = None, check: bool = False,
             tags: str | None = None, verbosity: int = 0, json_output: bool = True,
             env: dict[str, str] | None = None, inventory: Path = LAB_INVENTORY,
-            timeout: float = 900) -> PlaybookResult:
+            extra_args: list[str] | None = None, timeout: float = 900) -> PlaybookResult:
         if not isinstance(playbook, Path):
             playbook = self.write_playbook(playbook)
         argv = [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(playbook)]
@@ -122,6 +131,7 @@ class AnsibleRunner:
             argv += ["--tags", tags]
         if verbosity:
             argv.append("-" + "v" * verbosity)
+        argv += extra_args or []
         t0 = time.monotonic()
         proc = subprocess.run(argv, cwd=REPO, env=self.env(env, json_output), capture_output=True, text=True,
                               timeout=timeout, check=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -136,6 +137,8 @@ class Lab:
                      "status_delay": status_delay, "crd_dir": str(CRD_DIR)},
             "tools": {"dir": str(TOOLS_DIR) if TOOLS_DIR.is_dir() else None,
                       "helm": _tool("helm"), "kubectl": _tool("kubectl")},
+            # what an inventory keeps in its vault besides the passwords
+            "vault": {"secrets_hmac_key": secrets.token_urlsafe(32)},
             # the stand-in Helm charts the lab inventory installs instead of the real ones
             "charts": {name: str(REPO / "tests" / "lab" / "charts" / name) for name in ("sealed-secrets", "keda")},
             "processes": [p.to_dict() for p in started],

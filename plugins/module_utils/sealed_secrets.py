@@ -12,9 +12,11 @@ and the base64 (standard alphabet) of that goes in ``spec.encryptedData[key]``. 
 the value to where it may be unsealed: ``namespace/name`` (strict scope, the default), ``namespace``
 (namespace-wide) or empty (cluster-wide); the scope is recorded in annotations the controller reads.
 
-Re-sealing is decided without keeping plaintext anywhere: the SealedSecret carries a salted, iterated
-HMAC (PBKDF2-HMAC-SHA256) of everything that went into it, values and certificate included. If the
-same inputs give the same digest, the existing file is kept byte for byte.
+Re-sealing is decided without keeping plaintext anywhere: the SealedSecret carries an HMAC-SHA256 of
+everything that went into it, values and certificate included, keyed with a secret that is not in the
+files (a vaulted value of the inventory). If the same inputs give the same digest, the existing file is
+kept byte for byte. Without the key, the digest tells nothing about the values: a guess at a
+password cannot be checked against it offline.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ SCOPE_ANNOTATIONS = {
     "cluster-wide": "sealedsecrets.bitnami.com/cluster-wide",
 }
 DIGEST_ANNOTATION = "dbos.dev/plaintext-hmac"
-DIGEST_ITERATIONS = 600_000  # OWASP's figure for PBKDF2-HMAC-SHA256
+DIGEST_PREFIX = "hmac-sha256:"
+# The HMAC key's least length: it is the only thing between a digest and an offline guess.
+DIGEST_KEY_MIN_LENGTH = 32
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
@@ -56,6 +60,11 @@ def _crypto():
         raise SealingError(f"the Python package 'cryptography' is needed on the control node ({e})") from None
     return SimpleNamespace(x509=x509, hashes=hashes, serialization=serialization, padding=padding, rsa=rsa,
                            AESGCM=AESGCM)
+
+
+def is_dns_label(value) -> bool:
+    """An RFC 1123 label: what Kubernetes accepts as a namespace name."""
+    return isinstance(value, str) and _DNS_LABEL.fullmatch(value) is not None
 
 
 def label_for(scope: str, namespace: str, name: str) -> bytes:
@@ -104,7 +113,7 @@ def validate(name: str, namespace: str, data: dict, scope: str) -> None:
         raise SealingError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if not _DNS_SUBDOMAIN.match(name or ""):
         raise SealingError(f"name {name!r} is not a valid Secret name (lower-case DNS subdomain)")
-    if not _DNS_LABEL.match(namespace or ""):
+    if not is_dns_label(namespace):
         raise SealingError(f"namespace {namespace!r} is not a valid namespace name")
     if not data:
         raise SealingError(f"Secret {namespace}/{name} has no data to seal")
@@ -121,29 +130,35 @@ def _canonical(spec: dict, key_fingerprint: str) -> bytes:
                       separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def digest(spec: dict, key_fingerprint: str, salt: bytes | None = None, iterations: int = DIGEST_ITERATIONS) -> str:
-    """``pbkdf2_sha256$<iterations>$<salt>$<digest>`` over a Secret's inputs (values included) and the
-    controller key. Salted and iterated, so a recorded digest cannot be checked cheaply against guesses."""
-    salt = os.urandom(16) if salt is None else salt
-    dk = hashlib.pbkdf2_hmac("sha256", _canonical(spec, key_fingerprint), salt, iterations)
-    b64 = base64.urlsafe_b64encode
-    return f"pbkdf2_sha256${iterations}${b64(salt).decode().rstrip('=')}${b64(dk).decode().rstrip('=')}"
+def keyed_digest(key: str, purpose: str, document) -> str:
+    """``hmac-sha256:<hex>`` of ``document`` (anything JSON can hold) for ``purpose``, keyed with ``key``.
+
+    The key must be a secret of its own (random, at least DIGEST_KEY_MIN_LENGTH characters, kept out of
+    the files the digest is written to): then the digest can be recomputed to tell an unchanged input,
+    but not checked against guesses by someone who has only the digest."""
+    if not isinstance(key, str) or len(key) < DIGEST_KEY_MIN_LENGTH:
+        raise SealingError(f"the digest key must be a string of at least {DIGEST_KEY_MIN_LENGTH} characters "
+                           "(a random, vaulted value)")
+    message = json.dumps({"purpose": purpose, "document": document}, sort_keys=True, separators=(",", ":"),
+                         ensure_ascii=False).encode()
+    return DIGEST_PREFIX + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def digest_matches(recorded: str | None, spec: dict, key_fingerprint: str) -> bool:
-    try:
-        algorithm, iterations, salt, _digest = (recorded or "").split("$")
-        salt_bytes = base64.urlsafe_b64decode(salt + "=" * (-len(salt) % 4))
-        if algorithm != "pbkdf2_sha256" or not 1 <= int(iterations) <= 10_000_000:
-            return False
-    except ValueError:
-        return False
-    return hmac.compare_digest(recorded, digest(spec, key_fingerprint, salt_bytes, int(iterations)))
+def digest(spec: dict, key_fingerprint: str, key: str) -> str:
+    """The keyed digest of a Secret's inputs (values included) and of the controller key they are sealed for."""
+    return keyed_digest(key, "sealed-secret/v2", {"certificate": key_fingerprint, **spec})
 
 
-def seal(public_key, spec: dict) -> dict:
+def digest_matches(recorded: str | None, spec: dict, key_fingerprint: str, key: str) -> bool:
+    if not isinstance(recorded, str) or not recorded.startswith(DIGEST_PREFIX):
+        return False  # none, or an older kind of digest: seal again
+    return hmac.compare_digest(recorded, digest(spec, key_fingerprint, key))
+
+
+def seal(public_key, spec: dict, digest_key: str) -> dict:
     """The SealedSecret for ``spec`` (name, namespace, scope, type, data, labels, annotations). The labels
-    go on both the SealedSecret and the Secret, so both can be found by them."""
+    go on both the SealedSecret and the Secret, so both can be found by them; the digest of the inputs,
+    keyed with ``digest_key``, goes in an annotation."""
     name, namespace, scope = spec["name"], spec["namespace"], spec["scope"]
     validate(name, namespace, spec["data"], scope)
     label = label_for(scope, namespace, name)
@@ -158,7 +173,8 @@ def seal(public_key, spec: dict) -> dict:
     metadata = {"name": name, "namespace": namespace}
     if spec.get("labels"):
         metadata["labels"] = dict(spec["labels"])
-    metadata["annotations"] = {**scope_annotations, DIGEST_ANNOTATION: digest(spec, fingerprint(public_key))}
+    recorded = digest(spec, fingerprint(public_key), digest_key)
+    metadata["annotations"] = {**scope_annotations, DIGEST_ANNOTATION: recorded}
     return {
         "apiVersion": API_VERSION,
         "kind": "SealedSecret",

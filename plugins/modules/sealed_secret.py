@@ -16,10 +16,13 @@ description:
     back into the Secret. The file is safe to commit; applying it is a separate step
     (for example M(kubernetes.core.k8s) with O(kubernetes.core.k8s#module:src)).
   - The same as C(kubeseal --format yaml), in Python, with no C(kubeseal) binary needed.
-  - "Idempotent: the SealedSecret records a salted, iterated HMAC (PBKDF2-HMAC-SHA256) of its inputs
-    (values, names, scope and the controller key) in the annotation C(dbos.dev/plaintext-hmac). When
-    the inputs have not changed, the file is left byte for byte as it is and C(changed) is false.
-    Never a plain hash of a value; the plaintext is never written anywhere."
+  - "Idempotent: the SealedSecret records an HMAC-SHA256 of its inputs (values, names, scope and the
+    controller key), keyed with O(digest_key), in the annotation C(dbos.dev/plaintext-hmac). When the
+    inputs have not changed, the file is left byte for byte as it is and C(changed) is false. The key
+    is not in the file, so whoever holds the file cannot test guesses of a value against the digest;
+    the plaintext is never written anywhere."
+  - A file whose digest was made with another key, or by an earlier version of this module, is sealed
+    again once.
   - "Scopes, as kubeseal's C(--scope): C(strict) (the default) binds each value to this namespace and
     name; C(namespace-wide) to the namespace (the Secret may be renamed); C(cluster-wide) lets it be
     unsealed anywhere."
@@ -74,6 +77,13 @@ options:
     description: Re-seal even if nothing changed.
     type: bool
     default: false
+  digest_key:
+    description:
+      - The key of the HMAC recorded in the SealedSecret, at least 32 characters. A random value kept
+        in the vault, beside the passwords, and never in the sealed files' repository in clear text.
+      - Changing it re-seals every Secret once.
+    type: str
+    required: true
   certificate:
     description: The controller's certificate (or RSA public key), PEM.
     type: str
@@ -117,6 +127,7 @@ EXAMPLES = r"""
     data:
       database-url: "{{ app_database_url }}"
     path: "{{ playbook_dir }}/sealed/dbos-app-db.yaml"
+    digest_key: "{{ vaulted_digest_key }}"
     kubeconfig: ~/.kube/config
   no_log: true
   register: sealed
@@ -133,6 +144,7 @@ EXAMPLES = r"""
     data:
       api-key: "{{ conductor_api_key }}"
     path: sealed/conductor-api-key.yaml
+    digest_key: "{{ vaulted_digest_key }}"
     certificate_path: sealed-secrets-cert.pem
   no_log: true
 """
@@ -154,7 +166,7 @@ sealed_secret:
       name: dbos-app-db
       namespace: dbos
       annotations:
-        dbos.dev/plaintext-hmac: pbkdf2_sha256$600000$...$...
+        dbos.dev/plaintext-hmac: hmac-sha256:5d0c...
     spec:
       encryptedData:
         database-url: AgB4...
@@ -183,6 +195,7 @@ from ansible_collections.dbos.deploy.plugins.module_utils.sealed_secrets import 
     digest_matches,
     fetch_certificate,
     fingerprint,
+    keyed_digest,
     load_public_key,
     recorded_digest,
     seal,
@@ -242,6 +255,7 @@ def main():
             scope=dict(type="str", choices=["strict", "namespace-wide", "cluster-wide"], default="strict"),
             path=dict(type="path", required=True),
             force=dict(type="bool", default=False),
+            digest_key=dict(type="str", required=True, no_log=True),
             certificate=dict(type="str"),
             certificate_path=dict(type="path"),
             controller_name=dict(type="str", default="sealed-secrets"),
@@ -263,13 +277,15 @@ def main():
     path = p["path"]
     try:
         validate(spec["name"], spec["namespace"], spec["data"], spec["scope"])
+        keyed_digest(p["digest_key"], "check", None)  # a key too short fails here, before any work
         public_key = load_public_key(certificate_pem(module))
         key_fingerprint = fingerprint(public_key)
         existing = read_existing(module, path)
-        if existing is not None and not p["force"] and digest_matches(recorded_digest(existing), spec, key_fingerprint):
+        if existing is not None and not p["force"] and digest_matches(recorded_digest(existing), spec, key_fingerprint,
+                                                                           p["digest_key"]):
             module.exit_json(changed=False, path=path, sealed_secret=existing, certificate_fingerprint=key_fingerprint,
                              reason="unchanged: same values and certificate")
-        document = seal(public_key, spec)
+        document = seal(public_key, spec, p["digest_key"])
     except SealingError as e:
         module.fail_json(msg=str(e), path=path)
     if existing is None:

@@ -88,6 +88,8 @@ def test_database_and_role_exist_and_the_role_logs_in(converged, lab):
 
 
 def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(converged, lab, workdir, kube):
+    # without the record of the controller-side bootstrap, the Job bootstraps as on a new database
+    client.CoreV1Api(kube).delete_namespaced_config_map("dbos-app-pg-bootstrapped", "dbos")
     run = AnsibleRunner(lab, workdir).run(
         INFRASTRUCTURE, extra_vars=infra_vars(workdir, rds_bootstrap_from="cluster"), verbosity=3,
         json_output=False)
@@ -116,7 +118,7 @@ def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(conver
     assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
 
-def test_the_role_password_changes_only_when_asked(converged, lab, workdir):
+def test_a_changed_role_password_is_set_once_and_recorded_only_as_a_keyed_digest(converged, lab, workdir, kube):
     pg = lab.postgres
 
     def logs_in(password):
@@ -126,22 +128,34 @@ def test_the_role_password_changes_only_when_asked(converged, lab, workdir):
             return False
         return True
 
+    def record():
+        return client.CoreV1Api(kube).read_namespaced_config_map("dbos-app-pg-bootstrapped", "dbos").data
+
     runner = AnsibleRunner(lab, workdir)
     other = "another-app-role-password"
-    kept = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, dbos_db_app_role_password=other))
-    assert kept.ok, kept.explain()
-    assert kept.changed == 0
-    assert logs_in(pg["app_role_password"]) and not logs_in(other)
-
+    before = record()
     try:
-        changed = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(
-            workdir, dbos_db_app_role_password=other, rds_update_app_role_password=True))
+        changed = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, dbos_db_app_role_password=other))
         assert changed.ok, changed.explain()
         assert changed.task("Create the application role")["changed"]
         assert logs_in(other) and not logs_in(pg["app_role_password"])
+        after = record()
+        assert after["app-role-password-digest"] != before["app-role-password-digest"]
+        assert after["app-role-password-digest"].startswith("hmac-sha256:")
+        assert other not in json.dumps(after) and pg["app_role_password"] not in json.dumps(after)
+
+        again = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, dbos_db_app_role_password=other))
+        assert again.ok, again.explain()
+        assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+        forced = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(
+            workdir, dbos_db_app_role_password=other, rds_update_app_role_password=True))
+        assert forced.ok, forced.explain()
+        assert not forced.task("Create the application role").get("skipped")  # set again when asked
     finally:
-        restored = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, rds_update_app_role_password=True))
+        restored = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir))
         assert restored.ok, restored.explain()
+    assert logs_in(pg["app_role_password"]) and record() == before
 
 
 TEARDOWN = REPO / "playbooks" / "teardown.yml"

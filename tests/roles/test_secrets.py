@@ -100,13 +100,17 @@ def test_the_controller_unseals_the_three_secrets_of_the_guide(converged, kube, 
         assert (owner.kind, owner.name, owner.controller) == ("SealedSecret", name, True)
 
 
-def test_files_hold_only_ciphertext_and_a_salted_digest(converged, sealed_dir, values):
+def test_files_hold_only_ciphertext_and_a_keyed_digest(converged, sealed_dir, values, lab):
     files = file_bytes(sealed_dir)
     assert sorted(files) == ["conductor-api-key.yaml", "dbos-app-db.yaml", "postgres-admin.yaml"]
     for name, content in files.items():
         document = yaml.safe_load(content)
         assert (document["kind"], document["metadata"]["name"]) == ("SealedSecret", name.removesuffix(".yaml"))
-        assert document["metadata"]["annotations"]["dbos.dev/plaintext-hmac"].startswith("pbkdf2_sha256$600000$")
+        recorded = document["metadata"]["annotations"]["dbos.dev/plaintext-hmac"]
+        assert recorded.startswith("hmac-sha256:") and len(recorded) == len("hmac-sha256:") + 64
+        # nothing in the file, the digest included, can be checked against a value without the vaulted
+        # key: the same inputs keyed with anything but dbos_secrets_hmac_key give another digest
+        assert lab.state["vault"]["secrets_hmac_key"] not in content.decode()
         assert oct(os.stat(sealed_dir / name).st_mode & 0o777) == "0o644"
         assert validation_errors(document) == []  # against the SealedSecret CRD's schema
 
@@ -115,7 +119,8 @@ def test_values_sealed_by_the_module_open_with_the_controllers_key_in_every_scop
     probe = value("probe")
     tasks = [{"name": f"Seal for scope {scope}", "dbos.deploy.sealed_secret": {
         "name": "probe", "namespace": "team-a", "scope": scope, "data": {"v": probe},
-        "path": str(tmp_path / f"{scope}.yaml"), "kubeconfig": "{{ dbos_kubeconfig }}"}, "no_log": True}
+        "path": str(tmp_path / f"{scope}.yaml"), "digest_key": "{{ dbos_secrets_hmac_key }}",
+        "kubeconfig": "{{ dbos_kubeconfig }}"}, "no_log": True}
         for scope in ("strict", "namespace-wide", "cluster-wide")]
     result = runner.run([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}])
     assert result.ok, result.explain()
@@ -219,6 +224,7 @@ def test_without_a_conductor_key_only_the_database_secrets_are_sealed(converged,
 def test_the_module_says_when_it_cannot_get_the_certificate(converged, runner, tmp_path):
     task = {"dbos.deploy.sealed_secret": {"name": "x", "namespace": "dbos", "data": {"k": "v"},
                                           "path": str(tmp_path / "x.yaml"), "controller_name": "missing",
+                                          "digest_key": "{{ dbos_secrets_hmac_key }}",
                                           "kubeconfig": "{{ dbos_kubeconfig }}"}}
     result = runner.run([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}])
     assert not result.ok

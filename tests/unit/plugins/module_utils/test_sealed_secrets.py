@@ -16,6 +16,9 @@ def keypair():
     return load_private_key(key_pem), cert_pem
 
 
+KEY = "a-vaulted-digest-key-of-32-chars!"
+
+
 def spec(**overrides):
     base = {"name": "dbos-app-db", "namespace": "dbos", "scope": "strict", "type": "Opaque",
             "data": {"database-url": "postgresql://u:p%40ss@db:5432/dbos_app?sslmode=require"},
@@ -41,7 +44,7 @@ def test_ciphertext_layout_is_the_controllers(keypair):
 @pytest.mark.parametrize("scope", ["strict", "namespace-wide", "cluster-wide"])
 def test_sealed_secret_unseals_into_the_secret(keypair, scope):
     private, cert = keypair
-    document = ss.seal(ss.load_public_key(cert), spec(scope=scope))
+    document = ss.seal(ss.load_public_key(cert), spec(scope=scope), KEY)
     document["metadata"]["uid"] = "u-1"
     secret = unseal(document, [private])
     assert base64.b64decode(secret["data"]["database-url"]).decode() == spec()["data"]["database-url"]
@@ -59,23 +62,38 @@ def test_strict_and_namespace_wide_values_do_not_open_elsewhere(keypair):
             hybrid_decrypt([private], blob, wrong)
 
 
-def test_digest_is_salted_and_matches_only_the_same_inputs(keypair):
+def test_digest_is_keyed_and_matches_only_the_same_inputs_and_key(keypair):
     cert = keypair[1]
     fp = ss.fingerprint(ss.load_public_key(cert))
-    one, two = ss.digest(spec(), fp, iterations=1000), ss.digest(spec(), fp, iterations=1000)
-    assert one != two  # a fresh salt each time: equal values do not give equal digests
-    assert ss.digest_matches(one, spec(), fp) and ss.digest_matches(two, spec(), fp)
-    assert not ss.digest_matches(one, spec(data={"database-url": "other"}), fp)
-    assert not ss.digest_matches(one, spec(scope="namespace-wide"), fp)
-    assert not ss.digest_matches(one, spec(), "sha256:another-key")
-    for broken in (None, "", "md5$1$a$b", "pbkdf2_sha256$x$a$b", "pbkdf2_sha256$0$a$b"):
-        assert not ss.digest_matches(broken, spec(), fp)
+    one = ss.digest(spec(), fp, KEY)
+    assert one == ss.digest(spec(), fp, KEY) and ss.digest_matches(one, spec(), fp, KEY)
+    assert not ss.digest_matches(one, spec(data={"database-url": "other"}), fp, KEY)
+    assert not ss.digest_matches(one, spec(scope="namespace-wide"), fp, KEY)
+    assert not ss.digest_matches(one, spec(), "sha256:another-key", KEY)
+    assert not ss.digest_matches(one, spec(), fp, "another-vaulted-digest-key-32-chars")
+    # none, or the unkeyed PBKDF2 digest of earlier versions: sealed again
+    for broken in (None, "", "md5$1$a$b", "pbkdf2_sha256$600000$c2FsdA$ZGs", "hmac-sha256:00"):
+        assert not ss.digest_matches(broken, spec(), fp, KEY)
 
 
-def test_digest_does_not_contain_the_value(keypair):
+def test_without_the_key_a_recorded_digest_confirms_no_guess(keypair):
+    """What someone holding only the sealed file can do: recompute the digest for a guessed value with
+    every key they might try. With the vaulted key unknown, even the right guess does not match."""
     cert = keypair[1]
-    recorded = ss.digest(spec(), ss.fingerprint(ss.load_public_key(cert)), iterations=1000)
+    fp = ss.fingerprint(ss.load_public_key(cert))
+    document = ss.seal(ss.load_public_key(cert), spec(), KEY)
+    recorded = ss.recorded_digest(document)
+    right_guess = spec()
+    for guessed_key in ("", "x" * 32, fp.ljust(32, "0"), "dbos-app-db".ljust(32, "-"), "dbos".ljust(32, "/")):
+        if len(guessed_key) >= ss.DIGEST_KEY_MIN_LENGTH:
+            assert not ss.digest_matches(recorded, right_guess, fp, guessed_key)
+    assert ss.digest_matches(recorded, right_guess, fp, KEY)
     assert "p%40ss" not in recorded and "postgresql" not in recorded
+
+
+def test_a_short_digest_key_is_refused(keypair):
+    with pytest.raises(ss.SealingError, match="at least 32 characters"):
+        ss.seal(ss.load_public_key(keypair[1]), spec(), "short")
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -88,7 +106,7 @@ def test_digest_does_not_contain_the_value(keypair):
 ])
 def test_bad_input_is_refused_with_what_to_fix(keypair, overrides, message):
     with pytest.raises(ss.SealingError, match=message):
-        ss.seal(ss.load_public_key(keypair[1]), spec(**overrides))
+        ss.seal(ss.load_public_key(keypair[1]), spec(**overrides), KEY)
 
 
 def test_a_certificate_that_is_not_one_is_refused():
@@ -97,6 +115,6 @@ def test_a_certificate_that_is_not_one_is_refused():
 
 
 def test_yaml_is_stable(keypair):
-    document = ss.seal(ss.load_public_key(keypair[1]), spec())
+    document = ss.seal(ss.load_public_key(keypair[1]), spec(), KEY)
     assert ss.to_yaml(document) == ss.to_yaml(document)
     assert ss.to_yaml(document).startswith("apiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\n")
