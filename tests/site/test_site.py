@@ -5,11 +5,15 @@ would change), a re-run with ansible's stock strategy (nothing to change), `--ta
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
+from urllib.parse import quote, unquote, urlsplit
 
+import psycopg
 import pytest
+from kubernetes import client, config
 
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO, Lab
@@ -84,9 +88,93 @@ def test_the_database_stage_alone_reads_the_cluster_back(demo):
     assert eks == ["dbos.deploy.eks : Read the cluster back", "dbos.deploy.eks : Fail when there is no cluster yet",
                    "dbos.deploy.eks : Read the cluster's subnets back, by tier",
                    "dbos.deploy.eks : Hand the cluster facts on"], eks
+    assert not [n for n in names if n.startswith("dbos.deploy.eks : Check ")]  # only the rds stage's inputs
     assert "dbos.deploy.rds : Create the DB subnet group from the private subnets" in names
     others = ("dbos.deploy.addons", "dbos.deploy.secrets", "dbos.deploy.migrate", "dbos.deploy.app", "dbos.deploy.keda")
     assert not [n for n in names if n.startswith(others)]
+
+
+def kube_api(lab: Lab):
+    return config.new_client_from_config(config_file=lab.kube["kubeconfig"])
+
+
+def secret_values(lab: Lab) -> dict[str, str]:
+    """Every value of the deployment's Secrets, by "secret/key", and the lab's passwords."""
+    with kube_api(lab) as api:
+        secrets = client.CoreV1Api(api).list_namespaced_secret("dbos").items
+    values = {f"{s.metadata.name}/{k}": base64.b64decode(v).decode() for s in secrets for k, v in (s.data or {}).items()}
+    pg = lab.postgres
+    values.update({"admin password": pg["password"], "app role password": pg["app_role_password"],
+                   "reader password": pg["queue_reader_password"],
+                   "digest key": lab.state["vault"]["secrets_hmac_key"]})
+    return values
+
+
+def leaks(output: str, values: dict[str, str]) -> list[str]:
+    """The values found in ``output``: as they are, percent-encoded, or base64-encoded."""
+    found = []
+    for name, value in values.items():
+        for form, text in (("raw", value), ("percent-encoded", quote(value, safe="")),
+                           ("base64", base64.b64encode(value.encode()).decode())):
+            if len(text) >= 8 and text in output:
+                found.append(f"{name} ({form})")
+    return found
+
+
+def test_a_changed_app_role_password_reaches_the_database_the_secret_and_the_pods(demo):
+    """The role's password changes in the database, then in the sealed Secret, then the pods roll to read it;
+    a second run changes nothing."""
+    _, lab, workdir = demo
+    runner = AnsibleRunner(lab, workdir)
+    new_password = "rotated-" + lab.postgres["app_role_password"][::-1]
+
+    def deployment():
+        with kube_api(lab) as api:
+            return client.AppsV1Api(api).read_namespaced_deployment("dbos-app", "dbos")
+
+    revision_before = deployment().spec.template.metadata.annotations["dbos.dev/secrets-revision"]
+    try:
+        changed = runner.run(SITE, extra_vars={"dbos_db_app_role_password": new_password})
+        assert changed.ok, changed.explain()
+        order = [n for n, r in changed.tasks() if r.get("changed")]
+        assert order.index("dbos.deploy.rds : Create the application role") \
+            < order.index("dbos.deploy.secrets : Seal the Secrets into files") \
+            < order.index("dbos.deploy.app : Apply the Deployment and the Service, and wait for the rollout"), order
+
+        # the URL the pods are given logs in (through the lab's address for the RDS endpoint)
+        url = urlsplit(secret_values(lab)["dbos-app-db/database-url"])
+        assert unquote(url.password) == new_password
+        pg = lab.postgres
+        with psycopg.connect(host=pg["host"], port=pg["port"], dbname=url.path.lstrip("/"),
+                             user=unquote(url.username), password=unquote(url.password)) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("dbos_app_role",)
+        # and the pods roll to read it
+        assert deployment().spec.template.metadata.annotations["dbos.dev/secrets-revision"] != revision_before
+
+        again = runner.run(SITE, extra_vars={"dbos_db_app_role_password": new_password})
+        assert again.ok, again.explain()
+        assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+    finally:
+        restored = runner.run(SITE)
+        assert restored.ok, restored.explain()
+    # the same values sealed again give the same keyed digests: the pods are back on the first revision
+    assert deployment().spec.template.metadata.annotations["dbos.dev/secrets-revision"] == revision_before
+
+
+def test_retire_and_teardown_show_no_secret_even_at_vvv(demo):
+    """Last: it tears the demo's deployment down."""
+    _, lab, workdir = demo
+    values = secret_values(lab)
+    assert {"postgres-admin/password", "postgres-admin/database-url", "dbos-app-db/database-url"} <= set(values)
+    runner = AnsibleRunner(lab, workdir)
+    retire = runner.run(REPO / "playbooks" / "retire.yml", verbosity=3, json_output=False)
+    assert retire.ok, retire.stdout[-3000:]
+    teardown = runner.run(REPO / "playbooks" / "teardown.yml", verbosity=3, json_output=False,
+                          extra_vars={"dbos_teardown_confirm": "dbos-app-cluster"})
+    assert teardown.ok, teardown.stdout[-3000:]
+    assert "Delete what runs in the namespace" in teardown.stdout  # the Secrets' deletion ran, censored
+    assert leaks(retire.stdout + retire.stderr, values) == []
+    assert leaks(teardown.stdout + teardown.stderr, values) == []
 
 
 def test_teardown_refuses_without_confirmation(demo):
