@@ -46,6 +46,8 @@ def inventory_of(lab: Lab, api) -> dict:
     }
 
 
+FIRST_PLAY = "Check the inputs of every selected stage, before anything changes"
+
 # (the variable the message must name, its value as `-e name=value` writes it, the same value as JSON)
 BAD_INPUTS = [
     ("rds_instance_class", "t3.micro", "t3.micro"),
@@ -61,15 +63,17 @@ BAD_INPUTS = [
     ("eks_cluster_version", "1.99", "1.99"),
     # numbers compared with each other: "3" > "2" as strings too, but only | int makes it an error, not a crash
     ("eks_node_min_size", "3", 3),
+    # relations between roles: the keda role scales the app role's Deployment, on its port
+    ("app_name", "another-app", "another-app"),
+    ("app_port", "9090", 9090),
 ]
 
 
 @pytest.mark.parametrize("given_as", ["string", "json"])
-@pytest.mark.parametrize(("variable", "as_string", "as_json"), BAD_INPUTS,
-                         ids=[f"{v}={s}" for v, s, _ in BAD_INPUTS])
-def test_bad_input_fails_naming_the_variable_before_anything_is_created(fresh, tmp_path, variable, as_string,
-                                                                         as_json, given_as):
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=[f"{v}={s}" for v, s, _ in BAD_INPUTS])
+def test_bad_input_fails_naming_the_variable_before_anything_is_created(fresh, tmp_path, bad, given_as):
     lab, api, new = fresh
+    variable, as_string, as_json = bad
     runner = AnsibleRunner(lab, tmp_path)
     if given_as == "string":
         result = runner.run(SITE, extra_args=["-e", f"{variable}={as_string}"])
@@ -80,7 +84,7 @@ def test_bad_input_fails_naming_the_variable_before_anything_is_created(fresh, t
     assert messages and any(variable in m for m in messages), result.explain()
     assert not any("not supported between" in m or "Traceback" in m for m in messages), result.explain()
     # it failed in the first play, the inputs check, and nothing exists that a fresh lab did not hold
-    assert [p["play"]["name"] for p in result.data["plays"]] == ["Check the inputs of every selected stage, before anything changes"]
+    assert [p["play"]["name"] for p in result.data["plays"]] == [FIRST_PLAY]
     assert inventory_of(lab, api) == new
 
 
@@ -110,7 +114,8 @@ def test_check_mode_on_a_fresh_lab_reports_the_first_run_and_creates_nothing(fre
     assert result.ok, result.explain()
     changed = [n for n, r in result.tasks() if r.get("changed")]
     assert "dbos.deploy.eks : Create the VPC" in changed, changed
-    assert {"dbos.deploy.eks : Create the control plane's IAM role", "dbos.deploy.eks : Create the nodes' IAM role"} <= set(changed)
+    assert {"dbos.deploy.eks : Create the control plane's IAM role",
+            "dbos.deploy.eks : Create the nodes' IAM role"} <= set(changed), changed
     said = result.task("Say which stages check mode cannot preview")
     assert "addons, secrets, migrate, app and keda" in said["msg"], said
     for role in ("addons", "secrets", "migrate", "app", "keda"):

@@ -102,7 +102,8 @@ def secret_values(lab: Lab) -> dict[str, str]:
     """Every value of the deployment's Secrets, by "secret/key", and the lab's passwords."""
     with kube_api(lab) as api:
         secrets = client.CoreV1Api(api).list_namespaced_secret("dbos").items
-    values = {f"{s.metadata.name}/{k}": base64.b64decode(v).decode() for s in secrets for k, v in (s.data or {}).items()}
+    values = {f"{s.metadata.name}/{k}": base64.b64decode(v).decode()
+              for s in secrets for k, v in (s.data or {}).items()}
     pg = lab.postgres
     values.update({"admin password": pg["password"], "app role password": pg["app_role_password"],
                    "reader password": pg["queue_reader_password"],
