@@ -281,8 +281,9 @@ def main():
         public_key = load_public_key(certificate_pem(module))
         key_fingerprint = fingerprint(public_key)
         existing = read_existing(module, path)
-        if existing is not None and not p["force"] and digest_matches(recorded_digest(existing), spec, key_fingerprint,
-                                                                           p["digest_key"]):
+        unchanged = existing is not None and not p["force"] and digest_matches(
+            recorded_digest(existing), spec, key_fingerprint, p["digest_key"])
+        if unchanged:
             module.exit_json(changed=False, path=path, sealed_secret=existing, certificate_fingerprint=key_fingerprint,
                              reason="unchanged: same values and certificate")
         document = seal(public_key, spec, p["digest_key"])
