@@ -111,7 +111,7 @@ def hybrid_encrypt(public_key, plaintext: bytes, label: bytes) -> bytes:
 def validate(name: str, namespace: str, data: dict, scope: str) -> None:
     if scope not in SCOPES:
         raise SealingError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    if not _DNS_SUBDOMAIN.match(name or ""):
+    if not is_dns_subdomain(name):
         raise SealingError(f"name {name!r} is not a valid Secret name (lower-case DNS subdomain)")
     if not is_dns_label(namespace):
         raise SealingError(f"namespace {namespace!r} is not a valid namespace name")
@@ -130,15 +130,29 @@ def _canonical(spec: dict, key_fingerprint: str) -> bytes:
                       separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def is_digest_key(key) -> bool:
+    """A key fit for keyed_digest: a string of at least DIGEST_KEY_MIN_LENGTH characters."""
+    return isinstance(key, str) and len(key) >= DIGEST_KEY_MIN_LENGTH
+
+
+def check_digest_key(key) -> None:
+    if not is_digest_key(key):
+        raise SealingError(f"the digest key must be a string of at least {DIGEST_KEY_MIN_LENGTH} characters "
+                           "(a random, vaulted value)")
+
+
+def is_dns_subdomain(value) -> bool:
+    """An RFC 1123 subdomain: what Kubernetes accepts as a Secret's name."""
+    return isinstance(value, str) and _DNS_SUBDOMAIN.fullmatch(value) is not None
+
+
 def keyed_digest(key: str, purpose: str, document) -> str:
     """``hmac-sha256:<hex>`` of ``document`` (anything JSON can hold) for ``purpose``, keyed with ``key``.
 
     The key must be a secret of its own (random, at least DIGEST_KEY_MIN_LENGTH characters, kept out of
     the files the digest is written to): then the digest can be recomputed to tell an unchanged input,
     but not checked against guesses by someone who has only the digest."""
-    if not isinstance(key, str) or len(key) < DIGEST_KEY_MIN_LENGTH:
-        raise SealingError(f"the digest key must be a string of at least {DIGEST_KEY_MIN_LENGTH} characters "
-                           "(a random, vaulted value)")
+    check_digest_key(key)
     message = json.dumps({"purpose": purpose, "document": document}, sort_keys=True, separators=(",", ":"),
                          ensure_ascii=False).encode()
     return DIGEST_PREFIX + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()

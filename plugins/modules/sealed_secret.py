@@ -192,10 +192,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible_collections.dbos.deploy.plugins.module_utils.sealed_secrets import (
     SealingError,
+    check_digest_key,
     digest_matches,
     fetch_certificate,
     fingerprint,
-    keyed_digest,
     load_public_key,
     recorded_digest,
     seal,
@@ -277,7 +277,7 @@ def main():
     path = p["path"]
     try:
         validate(spec["name"], spec["namespace"], spec["data"], spec["scope"])
-        keyed_digest(p["digest_key"], "check", None)  # a key too short fails here, before any work
+        check_digest_key(p["digest_key"])  # before the certificate is fetched
         public_key = load_public_key(certificate_pem(module))
         key_fingerprint = fingerprint(public_key)
         existing = read_existing(module, path)
