@@ -215,3 +215,43 @@ def test_crds_are_registered(kube):
 ])
 def test_label_selectors(selector, expected):
     assert label_selector_matches(selector, {"app": "web"}) is expected
+
+
+def test_the_keda_stand_in_reconciles_the_others_when_one_scaledobject_fails():
+    """A ScaledObject can outlive its namespace here (the emulator collects no garbage): its 404 must not stop
+    the stand-in from making the other ScaledObjects' HPAs, as KEDA reconciles each on its own."""
+    from kubernetes import client as k8s
+
+    from lab.kube.keda import KedaController
+
+    def scaled(namespace):
+        return {"metadata": {"name": "so", "namespace": namespace, "uid": namespace, "generation": 1},
+                "spec": {"scaleTargetRef": {"name": "app"}, "triggers": []}}
+
+    class Apps:
+        def list_deployment_for_all_namespaces(self, label_selector):
+            return type("L", (), {"items": ["keda-operator"]})()
+
+        def read_namespaced_deployment(self, name, namespace):
+            raise k8s.ApiException(status=404)
+
+    made = []
+
+    class Autoscaling:
+        def create_namespaced_horizontal_pod_autoscaler(self, namespace, body):
+            if namespace == "gone":
+                raise k8s.ApiException(status=404, reason="namespaces \"gone\" not found")
+            made.append((namespace, body["metadata"]["name"]))
+
+    class Custom:
+        def list_cluster_custom_object(self, group, version, plural):
+            return {"items": [scaled("gone"), scaled("live")]}
+
+        def patch_namespaced_custom_object_status(self, *args):
+            pass
+
+    controller = KedaController.__new__(KedaController)
+    controller.apps, controller.autoscaling, controller.custom, controller.done = Apps(), Autoscaling(), Custom(), {}
+    controller.step(enabled=True)
+    assert made == [("live", "keda-hpa-so")]
+    assert controller.done == {"gone": 1, "live": 1}  # the orphan is not retried on every step
