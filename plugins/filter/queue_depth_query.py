@@ -12,11 +12,14 @@ from ansible_collections.dbos.deploy.plugins.module_utils.queue_depth import (
 )
 
 
-def queue_depth_query(queue, statuses=IN_FLIGHT, schema="dbos", application_name=None, application_version=None):
-    """The SQL counting ``queue``'s workflows in ``statuses``, values inlined as literals."""
+def queue_depth_query(queue, statuses=IN_FLIGHT, schema="dbos", *, application_name=None, application_version=None,
+                      limit=None):
+    """The SQL counting ``queue``'s workflows in ``statuses``, values inlined as literals; with ``limit``
+    n (an int or a string of digits) it counts at most n."""
     try:
-        return literal_count_query(queue, list(statuses), schema, application_name or None,
-                                   application_version or None)
+        return literal_count_query(queue, list(statuses), schema, application_name=application_name or None,
+                                   application_version=application_version or None,
+                                   limit=None if limit in (None, "") else limit)
     except QueueDepthError as e:
         raise AnsibleFilterError(f"queue_depth_query: {e}") from None
 

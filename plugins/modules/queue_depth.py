@@ -16,6 +16,15 @@ description:
   - With O(source=url) it reads an application's metrics endpoint, as KEDA's C(metrics-api) trigger
     does. With O(source=database) it runs one indexed COUNT over DBOS's system table
     C(workflow_status), as KEDA's C(postgresql) trigger does.
+  - "The count is bounded: it stops at O(max_replicas) x O(target_per_replica) workflows (and at
+    O(wait_until.queue_length_at_most) + 1 with a wait), the most the replica count can use. At that
+    many or more, the formula below gives O(max_replicas) whatever the backlog, so RV(desired_replicas)
+    is what a full count would give, while a poll costs the same at a million queued as at a hundred.
+    RV(queue_length) is then exact below the bound and a lower bound at it; RV(queue_length_exact)
+    says which. O(exact_count=true) counts every workflow, at a cost that grows with the backlog."
+  - With O(source=url) the endpoint does the counting; the sample app bounds it with C(?max=N) in the
+    URL (what the keda role writes into KEDA's trigger) and says whether its answer is exact. An answer
+    that is a lower bound below what the replica count needs fails, rather than under-counting.
   - The replica count is KEDA's and the HPA's formula, desired_replicas = min(max(ceil(queue_length /
     target_per_replica), min_replicas), max_replicas). An empty queue asks for O(min_replicas), so 0
     replicas when O(min_replicas=0) (scale to zero).
@@ -35,6 +44,7 @@ options:
   url:
     description:
       - Metrics endpoint answering JSON, for example C(http://dbos-app.dbos.svc:8080/metrics/taskQueue).
+      - The sample app counts up to C(max) with C(?max=N); give at least O(max_replicas) x O(target_per_replica).
       - Required with O(source=url).
     type: str
   value_location:
@@ -76,9 +86,19 @@ options:
     description: Count only workflows of this application version.
     type: str
   group_by:
-    description: Also return the count per application version, in RV(by_version) (O(source=database)).
+    description:
+      - Also return the count per application version, in RV(by_version) (O(source=database)).
+      - The counts per version are always exact (the count is not bounded).
     type: str
     choices: [application_version]
+  exact_count:
+    description:
+      - Count every workflow, so that RV(queue_length) is exact even above the bound (O(source=database)).
+      - Its cost grows with the backlog (an index-only scan of every in-flight workflow of the queue);
+        RV(desired_replicas) is the same either way.
+      - With O(source=url), fail if the endpoint answers a lower bound.
+    type: bool
+    default: false
   target_per_replica:
     description: Workflows one replica takes at once (the app's worker concurrency; KEDA's C(targetValue)).
     type: int
@@ -118,7 +138,8 @@ EXAMPLES = r"""
 - name: How deep is the queue, and how many workers does it call for? (as KEDA sees it)
   dbos.deploy.queue_depth:
     source: url
-    url: http://dbos-app.dbos.svc.cluster.local:8080/metrics/taskQueue
+    # the bound KEDA uses: max replicas (10) x target per replica (2)
+    url: http://dbos-app.dbos.svc.cluster.local:8080/metrics/taskQueue?max=20
     target_per_replica: 2
   register: depth
 
@@ -131,6 +152,13 @@ EXAMPLES = r"""
     group_by: application_version
   register: load
   no_log: true  # the URL holds a password
+
+- name: The exact backlog, however deep (a full count; its cost grows with the backlog)
+  dbos.deploy.queue_depth:
+    database_url: "{{ vault_dbos_readonly_url }}"
+    exact_count: true
+  register: backlog
+  no_log: true
 
 - name: Wait for the queue to drain before an upgrade
   dbos.deploy.queue_depth:
@@ -145,10 +173,29 @@ EXAMPLES = r"""
 
 RETURN = r"""
 queue_length:
-  description: Workflows on the queue in the counted statuses (or the number the endpoint answered).
+  description:
+    - Workflows on the queue in the counted statuses (or the number the endpoint answered).
+    - Exact when RV(queue_length_exact) is true; when it is false, the count stopped at its bound and
+      there are at least this many.
   returned: success, and on a wait that timed out
   type: int
   sample: 7
+queue_length_exact:
+  description:
+    - True when RV(queue_length) is the exact count, false when it is a lower bound (the count reached
+      RV(count_bound)).
+    - With O(source=url), the endpoint's own C(<value_location>_exact) field (the sample app's
+      C(queue_length_exact)); null when the answer has none.
+  returned: success, and on a wait that timed out
+  type: bool
+  sample: true
+count_bound:
+  description:
+    - Most workflows the count would reach; null when the count was exact (O(exact_count), O(group_by))
+      or the endpoint counted (O(source=url)).
+  returned: success, and on a wait that timed out
+  type: int
+  sample: 20
 desired_replicas:
   description: Replicas KEDA would ask for (see the formula above).
   returned: success, and on a wait that timed out
@@ -194,6 +241,7 @@ def main():
             application_name=dict(type="str"),
             application_version=dict(type="str"),
             group_by=dict(type="str", choices=["application_version"]),
+            exact_count=dict(type="bool", default=False),
             target_per_replica=dict(type="int", default=2),
             min_replicas=dict(type="int", default=1),
             max_replicas=dict(type="int", default=10),

@@ -9,7 +9,9 @@ import json
 import ssl
 import threading
 
+import psycopg
 import pytest
+from ansible_collections.dbos.deploy.plugins.module_utils import queue_depth as qd
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -67,6 +69,86 @@ def test_database_source_counts_real_workflows(ansible, migrated_db):
 
     checked = ansible.run(depth_play(database_url=migrated_db.url), check=True)
     assert checked.ok and checked.task("Depth")["queue_length"] == 9
+
+
+def depth_plays(cases: dict[str, dict]) -> list[dict]:
+    """One play, one dbos.deploy.queue_depth task per case (named after it); failures do not stop it."""
+    return [{"hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": name, "dbos.deploy.queue_depth": args, "ignore_errors": True}
+                       for name, args in cases.items()]}]
+
+
+def test_database_source_counts_only_up_to_the_bound(ansible, migrated_db):
+    """25 real workflows queued. For bounds below, at and above 25 the bounded count asks for the
+    replicas the exact count asks for, and says whether its length is exact; it reads at most the
+    bound's number of index entries."""
+    enqueue(migrated_db, 25, "v1")
+    settings = {  # (target_per_replica, max_replicas): bound
+        "below": (2, 10),  # 20
+        "at": (5, 5),      # 25
+        "above": (2, 13),  # 26
+        "one": (1, 1),     # 1
+    }
+    cases = {}
+    for label, (target, most) in settings.items():
+        for exact in (False, True):
+            cases[f"{label} exact={exact}"] = {"database_url": migrated_db.url, "target_per_replica": target,
+                                               "max_replicas": most, "min_replicas": 0, "exact_count": exact}
+    cases["wait for at most 30"] = {"database_url": migrated_db.url, "target_per_replica": 1, "max_replicas": 1,
+                                    "wait_until": {"queue_length_at_most": 30}, "wait_timeout": 0}
+    cases["wait for at most 3"] = {"database_url": migrated_db.url, "wait_until": {"queue_length_at_most": 3},
+                                   "wait_timeout": 0}
+    result = ansible.run(depth_plays(cases))
+    got = {name: result.task(name) for name in cases}
+    readings = {name: (r.get("queue_length"), r.get("queue_length_exact"), r.get("count_bound"),
+                       r.get("desired_replicas")) for name, r in got.items()}
+    assert readings == {
+        "below exact=False": (20, False, 20, 10), "below exact=True": (25, True, None, 10),
+        "at exact=False": (25, False, 25, 5), "at exact=True": (25, True, None, 5),
+        "above exact=False": (25, True, 26, 13), "above exact=True": (25, True, None, 13),
+        "one exact=False": (1, False, 1, 1), "one exact=True": (25, True, None, 1),
+        "wait for at most 30": (25, True, 31, 1),
+        "wait for at most 3": (20, False, 20, 10),
+    }, readings
+    assert got["wait for at most 3"]["failed"]
+    assert "still has at least 20 workflows (more than 3)" in got["wait for at most 3"]["msg"]
+    assert all(not r.get("failed") for name, r in got.items() if name != "wait for at most 3"), got
+
+    # what the bounded count reads: 20 entries of DBOS's in-flight index, of the 25
+    sql, params = qd.count_query(["ENQUEUED"], limit=20)
+    with psycopg.connect(migrated_db.url) as conn:
+        plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql,
+                                               {**params, "queue": "taskQueue"}).fetchall()]
+    scan = next(line for line in plan if "Scan" in line)
+    assert "Index Only Scan using idx_workflow_status_in_flight_v2" in scan and "rows=20 " in scan, plan
+
+
+def test_url_source_and_the_apps_bound(ansible, postgres_db, start_app):
+    """The app's /metrics?max=N counts up to N; the module takes a lower bound that is enough to decide
+    on, and refuses one that is not."""
+    app = start_app(postgres_db, env={"WORKER_CONCURRENCY": "1"})
+    app.wait_ready()
+    for _ in range(8):
+        app.enqueue(3600)
+    wait_for(lambda: postgres_db.count("PENDING") == 1, 30, "one workflow running")
+    metrics = f"{app.base}/metrics/taskQueue"
+    cases = {
+        "exact": {"source": "url", "url": metrics, "target_per_replica": 1, "max_replicas": 4},
+        "bound 4": {"source": "url", "url": f"{metrics}?max=4", "target_per_replica": 1, "max_replicas": 4},
+        "bound 3": {"source": "url", "url": f"{metrics}?max=3", "target_per_replica": 1, "max_replicas": 4},
+        "bound 4, exact asked": {"source": "url", "url": f"{metrics}?max=4", "exact_count": True},
+        "bad bound": {"source": "url", "url": f"{metrics}?max=0"},
+    }
+    result = ansible.run(depth_plays(cases))
+    got = {name: result.task(name) for name in cases}
+    assert (got["exact"]["queue_length"], got["exact"]["queue_length_exact"], got["exact"]["desired_replicas"]) == \
+        (7, True, 4)
+    assert (got["bound 4"]["queue_length"], got["bound 4"]["queue_length_exact"], got["bound 4"]["desired_replicas"]) \
+        == (4, False, 4)
+    assert got["bound 3"]["failed"]
+    assert "counted only up to 3" in got["bound 3"]["msg"] and "max= to at least 4" in got["bound 3"]["msg"]
+    assert got["bound 4, exact asked"]["failed"] and "not the exact count" in got["bound 4, exact asked"]["msg"]
+    assert got["bad bound"]["failed"] and "400" in got["bad bound"]["msg"], got["bad bound"]["msg"]
 
 
 def test_url_source_reads_the_sample_apps_metrics(ansible, postgres_db, start_app):
@@ -157,7 +239,7 @@ def test_url_source_over_https_verifies_the_certificate(ansible, https_metrics):
 
     # unverified, and polled several times through the one TLS context of the run
     result, depth = run_depth(ansible, source="url", url=url, validate_certs=False,
-                              wait_until={"queue_length_at_most": 2}, timeout=2, interval=0.2)
+                              wait_until={"queue_length_at_most": 2}, wait_timeout=2, interval=0.2)
     assert not result.ok
     assert depth["queue_length"] == 3 and depth["polls"] >= 3, depth
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from dbos import DBOSClient
-from dbos_sample_app.service import DRAINING, STATE, PostgresQueueDepth, make_app
+from dbos_sample_app.service import DRAINING, STATE, PostgresQueueDepth, count_sql, make_app
 from dbos_sample_app.settings import APP_NAME, QUEUE_NAME, Settings, SettingsError
 
 from tests.sample_app.harness import dbos_migrate, wait_for
@@ -41,9 +42,36 @@ def test_endpoints_and_bad_input(system_db, start_app):
         assert message in body["error"], (raw, body)
     assert len(system_db.statuses()) == rows_before, "a rejected request enqueued something"
 
-    assert app.get("/metrics/taskQueue") == (200, {"queue_length": 0})
-    assert app.get("/metrics/noSuchQueue") == (200, {"queue_length": 0})
+    assert app.get("/metrics/taskQueue") == (200, {"queue_length": 0, "queue_length_exact": True})
+    assert app.get("/metrics/noSuchQueue") == (200, {"queue_length": 0, "queue_length_exact": True})
     assert system_db.steps(workflow_id) == ["record_start", "DBOS.sleep", "record_finish"]
+
+
+BAD_MAX = ["0", "-1", "1.5", "abc", "", "1e3", " 3", "\uff13", str(2 ** 63), "3&max=4"]
+
+
+def test_metrics_counts_up_to_the_bound_it_is_given(system_db, start_app):
+    """?max=N counts at most N waiting workflows: below N the answer is exact, at N a lower bound."""
+    app = start_app(system_db, env={"WORKER_CONCURRENCY": "1"})
+    app.wait_ready()
+    for _ in range(6):
+        app.enqueue(3600)
+    wait_for(lambda: system_db.count("PENDING") == 1, 30, "one workflow running")
+    assert system_db.count("ENQUEUED") == 5
+    answers = {limit: app.get(f"/metrics/taskQueue?max={limit}") for limit in (1, 3, 5, 6, 1000, 2 ** 63 - 1)}
+    assert answers == {
+        1: (200, {"queue_length": 1, "queue_length_exact": False}),
+        3: (200, {"queue_length": 3, "queue_length_exact": False}),
+        5: (200, {"queue_length": 5, "queue_length_exact": False}),  # 5 waiting: "at least 5"
+        6: (200, {"queue_length": 5, "queue_length_exact": True}),
+        1000: (200, {"queue_length": 5, "queue_length_exact": True}),
+        2 ** 63 - 1: (200, {"queue_length": 5, "queue_length_exact": True}),
+    }
+    assert app.get("/metrics/taskQueue") == (200, {"queue_length": 5, "queue_length_exact": True})
+    for raw in BAD_MAX:
+        code, body = app.get(f"/metrics/taskQueue?max={urllib.parse.quote(raw, safe='&=')}")
+        assert code == 400, (raw, body)
+        assert "max" in body["error"], (raw, body)
 
 
 def test_start_and_stop_are_logged_as_json(sqlite_db, start_app):
@@ -70,6 +98,8 @@ async def test_healthz_and_enqueue_refuse_while_starting_and_draining():
         assert resp.status == 400
         resp = await client.get("/metrics/taskQueue")
         assert resp.status == 503
+        resp = await client.get("/metrics/taskQueue?max=0")  # input is still checked first
+        assert resp.status == 400
 
         app[STATE]["phase"] = DRAINING
         resp = await client.get("/healthz")
@@ -130,9 +160,10 @@ async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queu
         client.destroy()
     postgres_db.query("VACUUM (ANALYZE) dbos.workflow_status")
     # the plan for this queue, and the generic plan a prepared statement settles on, for any queue
-    checks = ["EXPLAIN " + PostgresQueueDepth.query.replace("%s", f"'{QUEUE_NAME}'", 1).replace("%s", f"'{APP_NAME}'"),
+    query = count_sql(PostgresQueueDepth, None)
+    checks = ["EXPLAIN " + query.replace("%s", f"'{QUEUE_NAME}'", 1).replace("%s", f"'{APP_NAME}'"),
               "SET plan_cache_mode = force_generic_plan",
-              "PREPARE depth AS " + PostgresQueueDepth.query.replace("%s", "$1", 1).replace("%s", "$2"),
+              "PREPARE depth AS " + query.replace("%s", "$1", 1).replace("%s", "$2"),
               f"EXPLAIN EXECUTE depth('noSuchQueue', '{APP_NAME}')"]
 
     with psycopg.connect(postgres_db.url) as default:
@@ -142,6 +173,10 @@ async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queu
     try:
         assert await depth.count(QUEUE_NAME) == QUEUED
         assert await depth.count("noSuchQueue") == 0
+        assert [await depth.count(QUEUE_NAME, limit) for limit in (20, QUEUED, QUEUED + 1)] == [20, QUEUED, QUEUED]
+        bounded = count_sql(PostgresQueueDepth, 20).replace("%s", f"'{QUEUE_NAME}'", 1).replace("%s", f"'{APP_NAME}'")
+        cursor = await depth.conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + bounded)
+        bounded_plan = plan(await cursor.fetchall())
         plans = []
         for statement in checks:
             cursor = await depth.conn.execute(statement)
@@ -149,6 +184,9 @@ async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queu
     finally:
         await depth.close()
     assert ["Index Only Scan using idx_workflow_status_in_flight_v2" in plans[i] for i in (0, 3)] == [True, True], plans
+    # the bounded count reads 20 index entries of the 3000, not all of them
+    assert "Index Only Scan using idx_workflow_status_in_flight_v2" in bounded_plan, bounded_plan
+    assert "(actual rows=20 loops=1)" in bounded_plan.split("Index Only Scan", 1)[1].splitlines()[0], bounded_plan
 
 
 def plan(rows: list[tuple] | None) -> str:

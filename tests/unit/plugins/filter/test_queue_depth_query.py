@@ -38,3 +38,16 @@ def test_names_dbos_would_not_have_are_refused(queue, message):
 def test_bad_statuses_are_refused():
     with pytest.raises(AnsibleFilterError, match="statuses must be some of"):
         queue_depth_query("q", statuses=["RUNNING"])
+
+
+def test_a_limit_bounds_the_count():
+    sql = queue_depth_query("taskQueue", limit=20)
+    assert sql == qd.count_query(["ENQUEUED", "PENDING"], limit=20)[0].replace("%(queue)s", "'taskQueue'")
+    assert sql.endswith("ORDER BY status, priority, created_at LIMIT 20) AS bounded")
+    assert queue_depth_query("taskQueue", limit="") == queue_depth_query("taskQueue")
+
+
+@pytest.mark.parametrize("limit", [0, "x", -1, "1; DROP TABLE t"])
+def test_a_bad_limit_is_refused(limit):
+    with pytest.raises(AnsibleFilterError, match="limit must be a positive integer"):
+        queue_depth_query("taskQueue", limit=limit)
