@@ -118,7 +118,7 @@ bench-site: install ## site.yml on a fresh lab: first converge, idempotent re-ru
 bench-infrastructure: install ## eks + rds on the lab: first converge, re-run, task order, slowest tasks
 	$(BIN)/python tests/bench/infrastructure.py
 
-bench-queue-depth: install ## queue_depth: per-poll latency of each source at 0/10k/100k queued vs the list API
+bench-queue-depth: install ## queue depth, bounded and exact, module and /metrics, at 0/10k/100k/1M queued vs the list API
 	$(BIN)/python tests/bench/queue_depth.py
 
 bench-sample-app: install ## sample app: /enqueue throughput vs direct enqueue, /metrics latency at 10k queued

@@ -9,6 +9,7 @@ import base64
 import re
 import secrets
 import subprocess
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def test_metrics_api_scaled_object_is_the_guides_and_validates(metrics_api, kube
     assert (spec["pollingInterval"], spec["cooldownPeriod"], spec["minReplicaCount"], spec["maxReplicaCount"]) == (
         15, 60, 1, 10)
     assert spec["triggers"] == [{"type": "metrics-api", "metadata": {
-        "url": f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/metrics/taskQueue",
+        # counted up to maxReplicaCount x targetValue: past it the answer is maxReplicaCount anyway
+        "url": f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/metrics/taskQueue?max={10 * CONCURRENCY}",
         "valueLocation": "queue_length",
         "targetValue": str(CONCURRENCY)}}]  # the app's concurrency variable, not a number of the role's own
 
@@ -99,7 +101,17 @@ def test_one_trigger_per_queue(runner, kube, keda_ns):
     obj = scaled_object(kube, keda_ns, name)
     assert validation_errors(as_rendered(obj)) == []
     assert [t["metadata"]["url"].rsplit("/metrics/", 1)[1] for t in obj["spec"]["triggers"]] == [
-        "taskQueue", "emails%20high%2Flow"]
+        "taskQueue?max=20", "emails%20high%2Flow?max=20"]
+
+
+def test_an_endpoint_without_a_bound_parameter(runner, kube, keda_ns):
+    name = "no-bound"
+    result = runner.run(PLAY, extra_vars={"dbos_namespace": keda_ns, "dbos_worker_concurrency": 2,
+                                          "keda_scaledobject_name": name, "keda_metrics_bound_parameter": "",
+                                          "keda_metrics_path": "/depth"})
+    assert result.ok, result.explain()
+    [trigger] = scaled_object(kube, keda_ns, name)["spec"]["triggers"]
+    assert trigger["metadata"]["url"] == f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/depth/taskQueue"
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -111,6 +123,7 @@ def test_one_trigger_per_queue(runner, kube, keda_ns):
     ({"keda_trigger": "postgresql", "keda_db_host": "db.example"},
      "keda_trigger postgresql needs dbos_db_queue_reader_password"),
     ({"keda_max_replicas": "ten"}, "keda_max_replicas"),
+    ({"keda_metrics_bound_parameter": "max&x"}, 'keda_metrics_bound_parameter must be a plain query parameter name'),
     ({"keda_trigger": "prometheus"}, "keda_trigger"),
 ])
 def test_bad_input_fails_before_any_change_naming_the_variable(runner, kube, extra, message):
@@ -189,8 +202,9 @@ def test_postgresql_trigger_uses_the_modules_query_through_a_trigger_authenticat
     assert obj["spec"]["minReplicaCount"] == 0
     [trigger] = obj["spec"]["triggers"]
     assert trigger == {"type": "postgresql", "authenticationRef": {"name": "dbos-queue-reader"}, "metadata": {
-        "query": "SELECT count(*) FROM \"dbos\".workflow_status WHERE queue_name = 'taskQueue' "
-                 "AND status IN ('ENQUEUED', 'PENDING')",
+        "query": "SELECT count(*) FROM (SELECT 1 FROM \"dbos\".workflow_status WHERE queue_name = 'taskQueue' "
+                 "AND status IN ('ENQUEUED', 'PENDING') ORDER BY status, priority, created_at "
+                 f"LIMIT {10 * CONCURRENCY}) AS bounded",
         "targetQueryValue": str(CONCURRENCY)}}
     assert auth["spec"]["secretTargetRef"] == [
         {"parameter": "connection", "name": "dbos-queue-reader", "key": "database-url"}]
@@ -300,3 +314,45 @@ def test_seven_queued_behind_concurrency_two_call_for_four_replicas(runner, star
         "taskQueue: queue_length=9 desired_replicas=5"
     with psycopg.connect(postgresql["reader_url"], autocommit=True) as conn:
         assert conn.execute(trigger_query(kube, postgresql)).fetchone() == (9,)
+
+
+def test_triggers_count_up_to_the_bound_and_ask_for_what_a_full_count_asks_for(runner, start_app, postgresql, kube):
+    """keda_max_replicas 2 x concurrency 2: both triggers stop counting at 4. With 9 real workflows in
+    flight (7 waiting), the URL and the query read back from the applied ScaledObjects, asked as KEDA
+    asks them (the URL's path and query against the app here; the query as the read-only role), give
+    4, which asks for the 2 replicas the full counts (7 and 9) ask for."""
+    database = postgresql["database"]
+    common = {"dbos_namespace": postgresql["namespace"], "dbos_worker_concurrency": 2, "keda_max_replicas": 2}
+    by_url = runner.run(PLAY, extra_vars={**common, "keda_scaledobject_name": "bounded-api"})
+    assert by_url.ok, by_url.explain()
+    by_query = runner.run(PLAY, extra_vars={**postgresql["extra"], **common, "keda_scaledobject_name": "bounded-pg"})
+    assert by_query.ok, by_query.explain()
+    [url_trigger] = scaled_object(kube, postgresql["namespace"], "bounded-api")["spec"]["triggers"]
+    [query_trigger] = scaled_object(kube, postgresql["namespace"], "bounded-pg")["spec"]["triggers"]
+    url = urllib.parse.urlsplit(url_trigger["metadata"]["url"])
+    assert url.query == "max=4"
+    assert query_trigger["metadata"]["query"].endswith("LIMIT 4) AS bounded")
+
+    with psycopg.connect(database["admin_url"], autocommit=True) as conn:  # the workflows of earlier tests
+        conn.execute("TRUNCATE dbos.workflow_status CASCADE")
+    app = start_app(database["url"], env={"WORKER_CONCURRENCY": "2"})
+    app.wait_ready()
+    for _ in range(9):
+        app.enqueue(120)
+    wait_for(lambda: app.get("/metrics/taskQueue")[1]["queue_length"] == 7, 30, "7 waiting, 2 running")
+
+    assert app.get(f"{url.path}?{url.query}") == (200, {"queue_length": 4, "queue_length_exact": False})
+    with psycopg.connect(postgresql["reader_url"], autocommit=True) as conn:
+        assert conn.execute(query_trigger["metadata"]["query"]).fetchone() == (4,)
+        assert conn.execute(trigger_query(kube, postgresql)).fetchone() == (9,)  # bound 30: the full count
+
+    # dbos.deploy.queue_depth, through the report, from the app and from the database: ceil(7/2) and
+    # ceil(9/2) are both above the 2 replicas at most, which the bounded counts ask for
+    report = runner.run(SCALE_REPORT, extra_vars={**common, "scale_report_url": f"{app.base}/metrics"})
+    assert report.ok, report.explain()
+    assert report.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length>=4 desired_replicas=2"
+    db = {"scale_report_source": "database", "app_queue_db_name": database["name"], "keda_trigger": "postgresql",
+          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"]}
+    report = runner.run(SCALE_REPORT, extra_vars={**common, **db})
+    assert report.ok, report.explain()
+    assert report.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length>=4 desired_replicas=2"
