@@ -33,7 +33,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	$(shell find plugins roles playbooks changelogs meta tests/unit tests/sanity -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help install venv tools crosscheck collection constraints lab-up lab-down lab-status lint test test-all demo \
+.PHONY: help install venv tools crosscheck collection constraints lab-build lab-up lab-down lab-status lint test test-all demo \
 	demo-teardown molecule bench-site bench-infrastructure bench-queue-depth bench-sample-app clean
 
 help: ## list the targets
@@ -72,6 +72,9 @@ constraints: ## re-resolve constraints.txt from requirements.txt (needs the pack
 	{ sed -n '1,2p' constraints.txt; /tmp/dbos-deploy-constraints/bin/pip freeze; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
+lab-build: venv ## build the real Kubernetes control plane, kwok, Sealed Secrets and KEDA from Go modules into the cache (once per machine)
+	$(BIN)/python -m lab.build
+
 lab-up: install ## start a lab in $(LAB_DIR) (moto, Kubernetes emulator, PostgreSQL 16)
 	$(BIN)/python -m lab --dir $(LAB_DIR) up
 
@@ -95,10 +98,10 @@ lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
 	for dep in amazon community kubernetes; do ln -s "$$bundled/$$dep" "$$sanity/ansible_collections/$$dep"; done && \
 	cd "$$sanity/ansible_collections/dbos/deploy" && $(BIN)/ansible-test sanity --python 3.11 --color no
 
-test: lint ## lint, then every test but the per-role molecule scenarios (each test session starts its own lab)
+test: lint lab-build ## lint, then every test but the per-role molecule scenarios (each test session starts its own lab)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not test_all" $(PYTEST_ARGS)
 
-test-all: lint ## lint, then every test, the per-role molecule scenarios included (about 7 minutes more)
+test-all: lint lab-build ## lint, then every test, the per-role molecule scenarios included (about 7 minutes more)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install ## the main job on the lab: lab up, site.yml, resources, the sample app and queue_depth answering

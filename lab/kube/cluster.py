@@ -1,0 +1,177 @@
+"""The lab's real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler at the versions of :mod:`lab.components`, started as local processes by kwokctl's
+binary runtime, with kwok faking the nodes and the pods' life cycle.
+
+Built by ``make lab-build`` (:mod:`lab.build`) into the cache outside the checkout. kwokctl is given
+every binary as a local path (it downloads nothing then), every port (chosen free here, so that labs
+run side by side: kwokctl's own picker does not see another lab's ports), and ``127.0.0.1`` as the
+address every component binds to (its default is ``0.0.0.0``). Authorization (``Node,RBAC``) and
+the API server's default admission plugins are on, as on EKS.
+
+What kwok does not give and the lab sets itself:
+
+- ``--advertise-address=127.0.0.1``: kube-apiserver otherwise looks for the host's default route
+  and exits without one. With it, the ``kubernetes`` Service gets no endpoints (Endpoints refuse
+  loopback addresses); ``--endpoint-reconciler-type=none`` says so instead of logging an error a
+  second. Nothing in the lab reaches the API server through that Service.
+- One fake node, ``kwok-node-0`` (kwok's default template: pod IPs from 10.0.0.0/24, which are data
+  only: nothing connects to them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import yaml
+
+from lab import procs
+from lab.components import COMPONENTS, ETCD, KUBERNETES
+
+NAME = "lab"
+KWOK = COMPONENTS["kwok"]
+BINARIES = {  # kwokctl option -> (component, binary)
+    "etcdBinary": ("etcd", "etcd"),
+    "kubeApiserverBinary": ("kubernetes", "kube-apiserver"),
+    "kubeControllerManagerBinary": ("kubernetes", "kube-controller-manager"),
+    "kubeSchedulerBinary": ("kubernetes", "kube-scheduler"),
+    "kwokControllerBinary": ("kwok", "kwok"),
+}
+PORTS = ("kubeApiserverPort", "etcdPort", "etcdPeerPort", "kubeControllerManagerPort", "kubeSchedulerPort",
+         "kwokControllerPort")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def missing_binaries() -> list[str]:
+    """The binaries kwokctl needs that are not built yet (``make lab-build`` builds them)."""
+    paths = [COMPONENTS[c].path(b) for c, b in BINARIES.values()] + [KWOK.path("kwokctl")]
+    return [str(p) for p in paths if not p.is_file()]
+
+
+def kwokctl_config(ports: dict[str, int], kubectl: str) -> list[dict]:
+    """The KwokctlConfiguration for one lab."""
+    options = {
+        "runtime": "binary",
+        "kubeVersion": f"v{KUBERNETES}",
+        "etcdVersion": ETCD,
+        "bindAddress": "127.0.0.1",
+        "kubeAuthorization": True,
+        "kubeAdmission": True,
+        "kubectlBinary": kubectl,
+        "quietPull": True,
+        **{option: str(COMPONENTS[c].path(b)) for option, (c, b) in BINARIES.items()},
+        **ports,
+    }
+    return [{
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": options,
+        "componentsPatches": [{"name": "kube-apiserver", "extraArgs": [
+            {"key": "advertise-address", "value": "127.0.0.1"},
+            {"key": "endpoint-reconciler-type", "value": "none"},
+        ]}],
+    }]
+
+
+def _kwokctl(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {"KWOK_WORKDIR": str(workdir), "PATH": "/usr/bin:/bin", "HOME": str(workdir)}
+    done = subprocess.run([str(KWOK.path("kwokctl")), "--name", NAME, *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise ClusterError(f"kwokctl {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done
+
+
+def cluster_dir(workdir: Path) -> Path:
+    return workdir / "clusters" / NAME
+
+
+def _ssl_context(kubeconfig: Path) -> ssl.SSLContext:
+    doc = yaml.safe_load(kubeconfig.read_text())
+    cluster, user = doc["clusters"][0]["cluster"], doc["users"][0]["user"]
+    context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+    context.load_cert_chain(user["client-certificate"], user["client-key"])
+    return context
+
+
+def get(server: str, path: str, context: ssl.SSLContext, timeout: float = 5) -> tuple[int, bytes]:
+    """GET ``path`` from the API server as the lab's admin."""
+    try:
+        with urllib.request.urlopen(f"{server}{path}", context=context, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, list[procs.Proc]]:
+    """Start the control plane under ``directory/kwok``; (facts for the state file, its processes)."""
+    missing = missing_binaries()
+    if missing:
+        raise ClusterError("the lab's Kubernetes is not built (run `make lab-build`, about 40 min the first "
+                           f"time); missing: {', '.join(missing)}")
+    t0 = time.monotonic()
+    workdir = directory / "kwok"
+    if cluster_dir(workdir).exists():
+        shutil.rmtree(cluster_dir(workdir))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = {name: procs.free_port() for name in PORTS}
+    config = workdir / "lab.yaml"
+    config.write_text(yaml.safe_dump_all(kwokctl_config(ports, kubectl), sort_keys=False))
+    started: list[procs.Proc] = []
+    try:
+        _kwokctl(workdir, "--config", str(config), "create", "cluster", "--kubeconfig", "", "--timeout",
+                 f"{int(timeout)}s")
+        started = _processes(workdir)
+        kubeconfig = cluster_dir(workdir) / "kubeconfig.yaml"
+        server = f"https://127.0.0.1:{ports['kubeApiserverPort']}"
+        context = _ssl_context(kubeconfig)
+        procs.wait_until(lambda: get(server, "/readyz", context)[0] == 200, timeout, "kube-apiserver /readyz")
+        _kwokctl(workdir, "--config", str(config), "scale", "node", "--replicas", "1")
+        version = json.loads(get(server, "/version", context)[1])["gitVersion"]
+    except BaseException:
+        stop(started, workdir)
+        raise
+    facts = {"server": server, "kubeconfig": str(kubeconfig), "version": version, "workdir": str(workdir),
+             "ports": ports, "startup_seconds": round(time.monotonic() - t0, 2)}
+    return facts, started
+
+
+def _processes(workdir: Path) -> list[procs.Proc]:
+    """The processes kwokctl started, from its pid files, as the lab records processes."""
+    found = []
+    for pid_file in sorted((cluster_dir(workdir) / "pids").glob("*.pid")):
+        pid = int(pid_file.read_text().strip())
+        try:
+            created = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            raise ClusterError(f"{pid_file.stem} exited at once; see {cluster_dir(workdir) / 'logs'}") from None
+        found.append(procs.Proc(name=f"kube:{pid_file.stem}", pid=pid, create_time=created,
+                                log=str(cluster_dir(workdir) / "logs" / f"{pid_file.stem}.log")))
+    if not found:
+        raise ClusterError(f"kwokctl started nothing; see {cluster_dir(workdir) / 'logs'}")
+    return found
+
+
+def stop(processes: list[procs.Proc], workdir: Path | None = None) -> None:
+    """Stop the control plane's processes, etcd last (each takes 1-3 s to shut down gracefully, so
+    the others stop together), and forget the cluster."""
+    first = [p for p in processes if p.name != "kube:etcd"]
+    with ThreadPoolExecutor(max(1, len(first))) as pool:
+        list(pool.map(procs.stop, first))
+    for proc in processes:
+        if proc.name == "kube:etcd":
+            procs.stop(proc)
+    if workdir is not None and cluster_dir(workdir).exists():
+        shutil.rmtree(cluster_dir(workdir), ignore_errors=True)

@@ -1,0 +1,161 @@
+"""The lab's real control plane (lab/kube/cluster.py): etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok, as built by ``make lab-build``: the version it reports, RBAC and strict
+field validation as on EKS, controllers that run (a Deployment's pods, namespace finalization), only
+loopback sockets, and nothing left once stopped."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import time
+import uuid
+
+import psutil
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from lab import procs
+from lab.components import KUBERNETES
+from lab.kube import cluster
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    assert found, "kubectl is installed by make install (.tools/bin) or the machine image"
+    return found
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cluster")
+    facts, processes = cluster.start(directory, kubectl())
+    yield facts, processes
+    cluster.stop(processes, directory / "kwok")
+
+
+@pytest.fixture(scope="module")
+def api(plane):
+    facts, _ = plane
+    return config.new_client_from_config(facts["kubeconfig"])
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_it_is_the_pinned_kubernetes(plane, api):
+    facts, processes = plane
+    assert facts["version"] == f"v{KUBERNETES}"
+    assert {p.name for p in processes} == {"kube:etcd", "kube:kube-apiserver", "kube:kube-controller-manager",
+                                           "kube:kube-scheduler", "kube:kwok-controller"}
+    nodes = client.CoreV1Api(api).list_node().items
+    assert len(nodes) == 1
+    ready = {c.type: c.status for c in nodes[0].status.conditions}
+    assert ready.get("Ready") == "True"
+
+
+def test_every_socket_is_on_loopback(plane):
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    _, processes = plane
+    for proc in processes:
+        for conn in psutil.Process(proc.pid).net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                assert ipaddress.ip_address(conn.laddr.ip) in loopback, (proc.name, conn)
+            if conn.raddr:
+                assert ipaddress.ip_address(conn.raddr.ip) in loopback, (proc.name, conn)
+
+
+def test_rbac_decides_what_a_service_account_may_do(api, plane):
+    namespace = f"rbac-{uuid.uuid4().hex[:6]}"
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
+    token = core.create_namespaced_service_account_token(
+        "reader", namespace, {"spec": {"expirationSeconds": 600}}).status.token
+    facts, _ = plane
+    as_reader = client.Configuration()
+    as_reader.host = facts["server"]
+    as_reader.ssl_ca_cert = api.configuration.ssl_ca_cert
+    as_reader.api_key = {"authorization": f"Bearer {token}"}
+    reader = client.CoreV1Api(client.ApiClient(as_reader))
+    with pytest.raises(ApiException) as refused:
+        reader.list_namespaced_config_map(namespace)
+    assert refused.value.status == 403
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "read-config"}, "rules": [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "reader-reads"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}]})
+    assert wait_for(lambda: _can_list(reader, namespace), 10, "the binding to take effect")
+    with pytest.raises(ApiException) as still_refused:
+        reader.list_namespaced_secret(namespace)
+    assert still_refused.value.status == 403
+
+
+def _can_list(api: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        api.list_namespaced_config_map(namespace)
+    except ApiException as e:
+        if e.status == 403:
+            return False
+        raise
+    return True
+
+
+def test_unknown_fields_are_refused_with_strict_validation(api):
+    core = client.CoreV1Api(api)
+    body = {"metadata": {"name": f"strict-{uuid.uuid4().hex[:6]}"}, "data": {"a": "b"}, "dta": {"typo": "x"}}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_config_map("default", body, field_validation="Strict")
+    assert refused.value.status == 400
+    assert 'strict decoding error: unknown field "dta"' in json.loads(refused.value.body)["message"]
+
+
+def test_a_deployments_pods_run_on_the_fake_node(api):
+    namespace = f"run-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    labels = {"app": "web"}
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, {
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}})
+    wait_for(lambda: (client.AppsV1Api(api).read_namespaced_deployment("web", namespace).status.available_replicas
+                      or 0) == 2, 60, "2 available replicas")
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
+    assert [p.status.phase for p in pods] == ["Running", "Running"]
+
+
+def test_a_deleted_namespace_is_finalized(api):
+    namespace = f"gone-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "left"}, "data": {"a": "b"}})
+    core.delete_namespace(namespace)
+
+    def gone():
+        try:
+            core.read_namespace(namespace)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(gone, 60, f"namespace {namespace} to be finalized")
+
+
+def test_stopping_leaves_nothing_running(tmp_path):
+    facts, processes = cluster.start(tmp_path, kubectl())
+    ports = list(facts["ports"].values())
+    cluster.stop(processes, tmp_path / "kwok")
+    assert [p.name for p in processes if p.alive()] == []
+    assert [port for port in ports if procs.port_open(port)] == []
+    assert not cluster.cluster_dir(tmp_path / "kwok").exists()
