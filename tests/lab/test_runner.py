@@ -1,0 +1,135 @@
+"""lab/kube/runner.py on the real control plane: the real Sealed Secrets chart (from the controller's
+Go module) installed with helm, the real controller run by the runner with its pod's ServiceAccount,
+unsealing what dbos.deploy's sealing code sealed and refusing a SealedSecret moved to another
+namespace."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import psutil
+import pytest
+from ansible_collections.dbos.deploy.plugins.module_utils import sealed_secrets as ss
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from lab import build, procs
+from lab.components import COMPONENTS
+from lab.kube import cluster
+
+KEY = "k" * 32  # the digest key: any 32 characters
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory):
+    """A control plane with the real Sealed Secrets chart and the runner running its controller."""
+    directory = tmp_path_factory.mktemp("runner")
+    facts, processes = cluster.start(directory, shutil.which("kubectl"))
+    component = COMPONENTS["sealed-secrets"]
+    chart = build.module_dir(component.module, component.version) / "helm" / "sealed-secrets"
+    installed = subprocess.run([shutil.which("helm"), "install", "sealed-secrets", str(chart), "-n", "kube-system",
+                                "--kubeconfig", facts["kubeconfig"], "--wait", "--timeout", "60s"],
+                               capture_output=True, text=True, check=False)
+    state = directory / "runner.json"
+    runner = procs.spawn("runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
+                                                       "--state", str(state), "--logs", str(directory / "logs")),
+                         directory / "runner.log")
+    try:
+        assert installed.returncode == 0, installed.stderr
+        controller = wait_for(lambda: state.exists() and json.loads(state.read_text()).get("sealed-secrets"), 30,
+                              "the runner to start the controller")
+        cert_url = f"http://{controller['addresses']['--listen-addr']}/v1/cert.pem"
+        pem = wait_for(lambda: _get(cert_url), 60, "the controller's certificate")
+        yield {"api": config.new_client_from_config(facts["kubeconfig"]), "controller": controller, "pem": pem,
+               "state": state, "runner": runner}
+    finally:
+        procs.stop(runner)
+        cluster.stop(processes, directory / "kwok")
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read()
+    except OSError:
+        return None
+
+
+def test_the_controller_runs_as_its_pods_service_account(sealed):
+    controller = sealed["controller"]
+    namespace, pod = controller["pod"].split("/")
+    assert namespace == "kube-system" and pod.startswith("sealed-secrets-")
+    # the key it generated, in a Secret only its RBAC lets it write
+    keys = client.CoreV1Api(sealed["api"]).list_namespaced_secret(
+        "kube-system", label_selector="sealedsecrets.bitnami.com/sealed-secrets-key=active").items
+    assert len(keys) == 1
+    assert ss.load_public_key(sealed["pem"]) is not None
+    # the real binary, on loopback only
+    process = psutil.Process(controller["pid"])
+    assert process.exe() == str(COMPONENTS["sealed-secrets"].path("controller"))
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    for conn in process.net_connections(kind="inet"):
+        assert ipaddress.ip_address(conn.laddr.ip) in loopback, conn
+        if conn.raddr:
+            assert ipaddress.ip_address(conn.raddr.ip) in loopback, conn
+
+
+def test_what_the_collection_seals_the_real_controller_opens(sealed):
+    core = client.CoreV1Api(sealed["api"])
+    namespace = f"sealed-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    values = {"password": "s3cr3t/:@?#%", "database-url": "postgresql://app:pw@db:5432/dbos_app"}
+    document = ss.seal(ss.load_public_key(sealed["pem"]),
+                       {"name": "app-db", "namespace": namespace, "scope": "strict", "data": values}, KEY)
+    custom = client.CustomObjectsApi(sealed["api"])
+    custom.create_namespaced_custom_object("bitnami.com", "v1alpha1", namespace, "sealedsecrets", document,
+                                           field_validation="Strict")
+    secret = wait_for(lambda: _secret(core, namespace, "app-db"), 30, "the controller to unseal it")
+    # compared by hash: no value is printed if they differ
+    got = {k: hashlib.sha256(base64.b64decode(v)).hexdigest() for k, v in secret.data.items()}
+    assert got == {k: hashlib.sha256(v.encode()).hexdigest() for k, v in values.items()}
+    assert secret.metadata.owner_references[0].kind == "SealedSecret"
+
+    # the same ciphertext under another namespace: its label (namespace/name) does not match
+    other = f"moved-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": other}})
+    moved = {**document, "metadata": {**document["metadata"], "namespace": other}}
+    moved["spec"] = {**document["spec"], "template": {**document["spec"]["template"], "metadata": {
+        **document["spec"]["template"]["metadata"], "namespace": other}}}
+    custom.create_namespaced_custom_object("bitnami.com", "v1alpha1", other, "sealedsecrets", moved)
+
+    def refused():
+        obj = custom.get_namespaced_custom_object("bitnami.com", "v1alpha1", other, "sealedsecrets", "app-db")
+        return [c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Synced"
+                and c["status"] == "False"]
+
+    [condition] = wait_for(refused, 30, "the controller to refuse the moved SealedSecret")
+    assert "decrypt" in condition.get("message", "").lower(), condition
+    assert _secret(core, other, "app-db") is None
+
+
+def _secret(core: client.CoreV1Api, namespace: str, name: str):
+    try:
+        return core.read_namespaced_secret(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
