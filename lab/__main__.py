@@ -11,11 +11,12 @@ from lab.core import DEFAULT_DIR, Lab, LabError
 
 
 def cmd_up(args) -> int:
-    lab = Lab.up(args.dir, status_delay=args.status_delay)
+    lab = Lab.up(args.dir, status_delay=args.status_delay, kube=args.kube)
     pg = lab.postgres
     print(f"lab up in {lab.dir} ({lab.state['startup_seconds']} s)")
     print(f"  AWS (moto):          {lab.aws['endpoint']}  region {lab.aws['region']}")
-    print(f"  Kubernetes emulator: {lab.kube['server']}  kubeconfig {lab.kube['kubeconfig']}")
+    kind = "Kubernetes " + ("(real)" if lab.kube.get("kind") == "real" else "emulator")
+    print(f"  {kind + ':':<20} {lab.kube['server']}  kubeconfig {lab.kube['kubeconfig']}")
     print(f"  PostgreSQL:          {pg['host']}:{pg['port']}  user {pg['user']}  ({pg['version']})")
     print(f"  state file:          {lab.state_file}  (holds the DB password; mode 0600)")
     print("Use it:")
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start a lab (or reuse the running one)")
     up.add_argument("--status-delay", type=float, default=1.0,
                     help="seconds before the status stand-in marks Jobs/Deployments done")
+    up.add_argument("--kube", choices=["emulator", "real"], default=None,
+                    help="the Kubernetes to start (default $DBOS_LAB_KUBE, else emulator); real needs make lab-build")
     up.set_defaults(func=cmd_up)
     sub.add_parser("status", help="check each stand-in; exit 1 if any is not healthy").set_defaults(func=cmd_status)
     sub.add_parser("down", help="stop the processes the lab started").set_defaults(func=cmd_down)

@@ -84,7 +84,15 @@ class Lab:
 
     # --- starting --------------------------------------------------------------------------------
     @classmethod
-    def up(cls, directory: Path | str = DEFAULT_DIR, status_delay: float = 1.0) -> Lab:
+    def up(cls, directory: Path | str = DEFAULT_DIR, status_delay: float = 1.0, kube: str | None = None) -> Lab:
+        """Start a lab in ``directory`` (or return the one running there).
+
+        ``kube``: ``emulator`` (the default, for now) or ``real``, the real control plane of
+        :mod:`lab.kube.cluster` with the controllers :mod:`lab.kube.runner` runs (being brought in);
+        ``$DBOS_LAB_KUBE`` when not given."""
+        kube = kube or os.environ.get("DBOS_LAB_KUBE", "emulator")
+        if kube not in ("emulator", "real"):
+            raise LabError(f"kube must be emulator or real, got {kube!r}")
         directory = Path(directory).resolve()
         if (directory / STATE_FILE).exists():
             existing = cls.load(directory)
@@ -98,29 +106,21 @@ class Lab:
         started: list[procs.Proc] = []
         t0 = time.monotonic()
         try:
-            aws_port, kube_port, pg_port = procs.free_port(), procs.free_port(), procs.free_port()
-            # moto and the emulator start in the background while PostgreSQL initialises
+            aws_port, pg_port = procs.free_port(), procs.free_port()
+            # moto (and the emulator) start in the background while PostgreSQL initialises
             moto = procs.spawn("moto", procs.python_module("lab.aws", str(aws_port)), logs / "moto.log",
                                env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "PYTHONPATH": str(REPO)})
             started.append(moto)
-            emulator = procs.spawn(
-                "kube-emulator",
-                procs.python_module("lab.kube.emulator", "--port", str(kube_port), "--crd-dir", str(CRD_DIR)),
-                logs / "kube-emulator.log", env={"PYTHONPATH": str(REPO)})
-            started.append(emulator)
+            emulator = _spawn_emulator(logs) if kube == "emulator" else None
+            if emulator:
+                started.append(emulator[0])
             pg, pg_facts = postgres.start(directory, pg_port, logs / "postgres.log")
             started.append(pg)
             lab.state["postgres"] = pg_facts  # recorded at once so a failure below still cleans it up
-            server = f"http://127.0.0.1:{kube_port}"
-            procs.wait_until(lambda: _http_ok(f"{server}/version"), 30, "kubernetes emulator", emulator)
-            kubeconfig = directory / "kubeconfig"
-            write_kubeconfig(kubeconfig, server)
-            clear_discovery_cache(server)
-            status = procs.spawn(
-                "kube-status", procs.python_module("lab.kube.status", "--kubeconfig", str(kubeconfig),
-                                                   "--delay", str(status_delay)),
-                logs / "kube-status.log", env={"PYTHONPATH": str(REPO)})
-            started.append(status)
+            if emulator:
+                kube_facts, charts = _emulator_kube(directory, logs, emulator, status_delay, started)
+            else:
+                kube_facts, charts = _real_kube(directory, logs, started)
             endpoint = f"http://127.0.0.1:{aws_port}"
             procs.wait_until(lambda: _http_ok(f"{endpoint}/moto-api/"), 60, "moto", moto)
         except BaseException:
@@ -133,14 +133,13 @@ class Lab:
             "startup_seconds": round(time.monotonic() - t0, 2),
             "aws": {"endpoint": endpoint, "region": aws.DEFAULT_REGION, "access_key": aws.ACCESS_KEY,
                     "secret_key": aws.SECRET_KEY},
-            "kube": {"server": server, "kubeconfig": str(kubeconfig), "version": "v1.31.0",
-                     "status_delay": status_delay, "crd_dir": str(CRD_DIR)},
+            "kube": kube_facts,
             "tools": {"dir": str(TOOLS_DIR) if TOOLS_DIR.is_dir() else None,
                       "helm": _tool("helm"), "kubectl": _tool("kubectl")},
             # what an inventory keeps in its vault besides the passwords
             "vault": {"secrets_hmac_key": secrets.token_urlsafe(32)},
-            # the stand-in Helm charts the lab inventory installs instead of the real ones
-            "charts": {name: str(REPO / "tests" / "lab" / "charts" / name) for name in ("sealed-secrets", "keda")},
+            # the Helm charts the lab inventory installs instead of the ones from the charts' repositories
+            "charts": charts,
             "processes": [p.to_dict() for p in started],
         })
         lab.save()
@@ -159,10 +158,17 @@ class Lab:
         report = {}
         checks = {
             "moto": lambda: _http_ok(f"{self.aws['endpoint']}/moto-api/"),
-            "kube-emulator": lambda: _http_ok(f"{self.kube['server']}/version"),
-            "kube-status": lambda: True,
             "postgres": lambda: procs.port_open(self.postgres["port"]),
         }
+        if self.kube.get("kind") == "real":
+            from lab.kube import cluster
+
+            checks["kube:kube-apiserver"] = lambda: cluster.ready(self.kube["kubeconfig"], self.kube["server"])
+            checks.update({p.name: (lambda: True) for p in self.processes if p.name.startswith("kube")
+                           and p.name != "kube:kube-apiserver"})
+        else:
+            checks["kube-emulator"] = lambda: _http_ok(f"{self.kube['server']}/version")
+            checks["kube-status"] = lambda: True
         for name, check in checks.items():
             if not alive.get(name):
                 report[name] = "not running"
@@ -187,10 +193,65 @@ class Lab:
             postgres.cleanup(self.state["postgres"], self.dir)
         if "kube" in self.state:
             clear_discovery_cache(self.kube["server"])
+            if self.kube.get("workdir"):
+                shutil.rmtree(self.kube["workdir"], ignore_errors=True)
+            if self.kube.get("runner_state"):
+                Path(self.kube["runner_state"]).unlink(missing_ok=True)
         for name in (STATE_FILE, "kubeconfig"):
             (self.dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.dir / "postgres", ignore_errors=True)
         return stopped
+
+
+def _spawn_emulator(logs: Path) -> tuple[procs.Proc, int]:
+    port = procs.free_port()
+    emulator = procs.spawn(
+        "kube-emulator", procs.python_module("lab.kube.emulator", "--port", str(port), "--crd-dir", str(CRD_DIR)),
+        logs / "kube-emulator.log", env={"PYTHONPATH": str(REPO)})
+    return emulator, port
+
+
+def _emulator_kube(directory: Path, logs: Path, emulator: tuple[procs.Proc, int], status_delay: float,
+                   started: list[procs.Proc]) -> tuple[dict, dict]:
+    """The emulator, once it answers, and the status stand-in playing its controllers."""
+    proc, port = emulator
+    server = f"http://127.0.0.1:{port}"
+    procs.wait_until(lambda: _http_ok(f"{server}/version"), 30, "kubernetes emulator", proc)
+    kubeconfig = directory / "kubeconfig"
+    write_kubeconfig(kubeconfig, server)
+    clear_discovery_cache(server)
+    started.append(procs.spawn(
+        "kube-status", procs.python_module("lab.kube.status", "--kubeconfig", str(kubeconfig),
+                                           "--delay", str(status_delay)),
+        logs / "kube-status.log", env={"PYTHONPATH": str(REPO)}))
+    facts = {"kind": "emulator", "server": server, "kubeconfig": str(kubeconfig), "version": "v1.31.0",
+             "status_delay": status_delay, "crd_dir": str(CRD_DIR)}
+    # the stand-in charts: the real charts' Deployments, Service and labels
+    charts = {name: str(REPO / "tests" / "lab" / "charts" / name) for name in ("sealed-secrets", "keda")}
+    return facts, charts
+
+
+def _real_kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict, dict]:
+    """The real control plane, and the runner that runs the add-ons' controllers on this machine."""
+    from lab import build
+    from lab.components import COMPONENTS
+    from lab.kube import cluster
+
+    facts, plane = cluster.start(directory, _tool("kubectl"))
+    started.extend(plane)
+    clear_discovery_cache(facts["server"])
+    runner_state = directory / "runner.json"
+    started.append(procs.spawn(
+        "kube-runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
+                                           "--state", str(runner_state), "--logs", str(logs)),
+        logs / "kube-runner.log", env={"PYTHONPATH": str(REPO)}))
+    sealed = COMPONENTS["sealed-secrets"]
+    charts = {
+        # the real chart, from the controller's own module at the version the lab runs
+        "sealed-secrets": str(build.module_dir(sealed.module, sealed.version) / "helm" / "sealed-secrets"),
+        "keda": str(REPO / "tests" / "lab" / "charts" / "keda"),  # still the stand-in
+    }
+    return {**facts, "kind": "real", "runner_state": str(runner_state)}, charts
 
 
 def _tool(name: str) -> str | None:

@@ -14,8 +14,8 @@ What kwok does not give and the lab sets itself:
   and exits without one. With it, the ``kubernetes`` Service gets no endpoints (Endpoints refuse
   loopback addresses); ``--endpoint-reconciler-type=none`` says so instead of logging an error a
   second. Nothing in the lab reaches the API server through that Service.
-- One fake node, ``kwok-node-0`` (kwok's default template: pod IPs from 10.0.0.0/24, which are data
-  only: nothing connects to them).
+- One fake node (kwokctl's template), whose address and pod CIDR are on loopback (:data:`NODE_IP`,
+  :data:`POD_CIDR`) instead of kwok's defaults, which are routed off this machine.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ BINARIES = {  # kwokctl option -> (component, binary)
 }
 PORTS = ("kubeApiserverPort", "etcdPort", "etcdPeerPort", "kubeControllerManagerPort", "kubeSchedulerPort",
          "kwokControllerPort")
+
+
+# kwok's defaults are 192.0.2.1 (which can be the host's gateway) and 10.0.0.0/24, both routed off
+# this machine. On loopback, nothing that dials a node or a pod can leave it; Endpoints and
+# EndpointSlices refuse loopback addresses, so Services have no endpoints and the API server's
+# service proxy answers 503 without dialing anything.
+NODE_IP = "127.0.0.1"
+POD_CIDR = "127.1.0.0/24"
 
 
 class ClusterError(RuntimeError):
@@ -115,6 +123,11 @@ def get(server: str, path: str, context: ssl.SSLContext, timeout: float = 5) -> 
         return 0, b""
 
 
+def ready(kubeconfig: str, server: str) -> bool:
+    """Does the API server answer /readyz with 200?"""
+    return get(server, "/readyz", _ssl_context(Path(kubeconfig)))[0] == 200
+
+
 def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, list[procs.Proc]]:
     """Start the control plane under ``directory/kwok``; (facts for the state file, its processes)."""
     missing = missing_binaries()
@@ -138,7 +151,9 @@ def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, li
         server = f"https://127.0.0.1:{ports['kubeApiserverPort']}"
         context = _ssl_context(kubeconfig)
         procs.wait_until(lambda: get(server, "/readyz", context)[0] == 200, timeout, "kube-apiserver /readyz")
-        _kwokctl(workdir, "--config", str(config), "scale", "node", "--replicas", "1")
+        # the node's and its pods' addresses on loopback: whatever dials them stays on this machine
+        _kwokctl(workdir, "--config", str(config), "scale", "node", "--replicas", "1",
+                 "--param", f'.nodeIPs=["{NODE_IP}"]', "--param", f'.podCIDRs=["{POD_CIDR}"]')
         version = json.loads(get(server, "/version", context)[1])["gitVersion"]
     except BaseException:
         stop(started, workdir)

@@ -7,7 +7,8 @@ lab runs the real binary (built by ``make lab-build``) in the pod's place, as a 
   the cluster's CA, in ``/var/run/secrets/kubernetes.io/serviceaccount`` of a private mount
   namespace (``unshare --mount``; a tmpfs on ``/run`` there, so nothing on the host changes), and
   ``KUBERNETES_SERVICE_HOST``/``PORT`` naming the API server on 127.0.0.1; so RBAC decides what the
-  controller may do, with the Role and ClusterRole its chart gave it;
+  controller may do, with the Role and ClusterRole its chart gave it; and a resolv.conf naming no
+  server but 127.0.0.1, so that no lookup leaves the machine;
 - with the container's own command arguments and plain environment, except the listen addresses,
   which become free ports on 127.0.0.1 (recorded in the state file this runner writes);
 - until the Deployment is deleted (or its pod is replaced, which gets a new token).
@@ -39,6 +40,9 @@ from lab import procs
 from lab.components import COMPONENTS
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The controllers' name server: none, on loopback. A name a controller looks up never becomes a
+# packet to the host's resolver (cluster names such as *.svc.cluster.local mean nothing here).
+RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 TOKEN_SECONDS = 24 * 3600
 
 
@@ -121,7 +125,8 @@ class Runner:
             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name,
                                "uid": pod.metadata.uid}}}).status.token
         secrets = Path(tempfile.mkdtemp(prefix=f"{controller.name}-", dir=self.state.parent))
-        for name, value in (("token", token), ("ca.crt", self.ca), ("namespace", namespace)):
+        files = (("token", token), ("ca.crt", self.ca), ("namespace", namespace), ("resolv.conf", RESOLV_CONF))
+        for name, value in files:
             (secrets / name).write_text(value)
             (secrets / name).chmod(0o600)
         args, addresses = host_args(list(container.args or []), controller.listen_flags)
@@ -130,7 +135,7 @@ class Runner:
                "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
         # the pod's service-account folder, in a mount namespace of the controller's own
         script = (f'mount -t tmpfs lab-pod /run && mkdir -p {SA_DIR} && cp "$0"/token "$0"/ca.crt "$0"/namespace '
-                  f'{SA_DIR}/ && exec "$@"')
+                  f'{SA_DIR}/ && mount --bind "$0"/resolv.conf /etc/resolv.conf && exec "$@"')
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(secrets),
                 str(controller.binary), *args]
         log = self.logs / f"{controller.name}.log"

@@ -135,6 +135,33 @@ def test_a_deployments_pods_run_on_the_fake_node(api):
     assert [p.status.phase for p in pods] == ["Running", "Running"]
 
 
+def test_pods_and_nodes_have_loopback_addresses_and_services_no_endpoints(api):
+    """So nothing that dials a pod, a node or a Service's endpoints can leave this machine: the API
+    server's service proxy answers 503 rather than dialing."""
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    core = client.CoreV1Api(api)
+    namespace = f"net-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    labels = {"app": "echo"}
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, {
+        "metadata": {"name": "echo"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "echo", "image": "example.invalid/echo:1",
+                                     "ports": [{"containerPort": 8080}]}]}}}})
+    core.create_namespaced_service(namespace, {"metadata": {"name": "echo"}, "spec": {
+        "selector": labels, "ports": [{"port": 8080, "targetPort": 8080}]}})
+    [pod] = wait_for(lambda: [p for p in core.list_namespaced_pod(namespace).items if p.status.pod_ip], 60,
+                     "the pod's IP")
+    assert ipaddress.ip_address(pod.status.pod_ip) in loopback
+    for node in core.list_node().items:
+        assert all(ipaddress.ip_address(a.address) in loopback for a in node.status.addresses if a.type != "Hostname")
+    with pytest.raises(ApiException) as no_endpoint:
+        core.connect_get_namespaced_service_proxy_with_path("echo:8080", namespace, "healthz")
+    assert no_endpoint.value.status == 503 and "no endpoints available" in no_endpoint.value.body, \
+        no_endpoint.value.body
+
+
 def test_a_deleted_namespace_is_finalized(api):
     namespace = f"gone-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api)
@@ -159,3 +186,34 @@ def test_stopping_leaves_nothing_running(tmp_path):
     assert [p.name for p in processes if p.alive()] == []
     assert [port for port in ports if procs.port_open(port)] == []
     assert not cluster.cluster_dir(tmp_path / "kwok").exists()
+
+
+def test_a_lab_on_the_real_control_plane_starts_and_stops_whole(tmp_path):
+    """``python -m lab up --kube real``: moto, PostgreSQL, the control plane and the runner, healthy;
+    ``down`` stops every one of them and their children and leaves no state."""
+    import json
+    import subprocess
+    import sys
+
+    from lab.core import REPO
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lab", "--dir", str(tmp_path / "lab"), *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    up = cli("up", "--kube", "real")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "Kubernetes (real):" in up.stdout
+    state = json.loads((tmp_path / "lab" / "state.json").read_text())
+    assert state["kube"]["kind"] == "real" and state["kube"]["version"] == f"v{KUBERNETES}"
+    names = {p["name"] for p in state["processes"]}
+    assert {"moto", "postgres", "kube:kube-apiserver", "kube:etcd", "kube-runner"} <= names
+    pids = [p["pid"] for p in state["processes"]]
+    children = [c.pid for p in pids for c in psutil.Process(p).children(recursive=True)]
+    status = cli("status")
+    assert status.returncode == 0 and "lab is up" in status.stdout, status.stdout
+    down = cli("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert [p for p in pids + children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"] == []
+    assert not (tmp_path / "lab" / "state.json").exists()
+    assert not (tmp_path / "lab" / "kwok").exists()

@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -23,7 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from lab import build, procs
 from lab.components import COMPONENTS
-from lab.kube import cluster
+from lab.kube import cluster, runner
 
 KEY = "k" * 32  # the digest key: any 32 characters
 
@@ -49,7 +50,7 @@ def sealed(tmp_path_factory):
                                 "--kubeconfig", facts["kubeconfig"], "--wait", "--timeout", "60s"],
                                capture_output=True, text=True, check=False)
     state = directory / "runner.json"
-    runner = procs.spawn("runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
+    supervisor = procs.spawn("runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
                                                        "--state", str(state), "--logs", str(directory / "logs")),
                          directory / "runner.log")
     try:
@@ -59,9 +60,9 @@ def sealed(tmp_path_factory):
         cert_url = f"http://{controller['addresses']['--listen-addr']}/v1/cert.pem"
         pem = wait_for(lambda: _get(cert_url), 60, "the controller's certificate")
         yield {"api": config.new_client_from_config(facts["kubeconfig"]), "controller": controller, "pem": pem,
-               "state": state, "runner": runner}
+               "state": state, "runner": supervisor}
     finally:
-        procs.stop(runner)
+        procs.stop(supervisor)
         cluster.stop(processes, directory / "kwok")
 
 
@@ -82,8 +83,14 @@ def test_the_controller_runs_as_its_pods_service_account(sealed):
         "kube-system", label_selector="sealedsecrets.bitnami.com/sealed-secrets-key=active").items
     assert len(keys) == 1
     assert ss.load_public_key(sealed["pem"]) is not None
-    # the real binary, on loopback only
+    # the real binary, with its pod's service-account folder and no name server, both in its own
+    # mount namespace only; on loopback only
     process = psutil.Process(controller["pid"])
+    root = Path(f"/proc/{process.pid}/root")
+    # (/var/run is a link to /run: followed under /proc/PID/root it would lead to this namespace's /run)
+    assert (root / runner.SA_DIR.removeprefix("/var/") / "namespace").read_text() == "kube-system"
+    assert (root / "etc" / "resolv.conf").read_text() == runner.RESOLV_CONF
+    assert not Path(runner.SA_DIR).exists()
     assert process.exe() == str(COMPONENTS["sealed-secrets"].path("controller"))
     loopback = ipaddress.ip_network("127.0.0.0/8")
     for conn in process.net_connections(kind="inet"):
