@@ -240,6 +240,8 @@ def _real_kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[
     facts, plane = cluster.start(directory, _tool("kubectl"))
     started.extend(plane)
     clear_discovery_cache(facts["server"])
+    keda = COMPONENTS["keda"]
+    cluster.apply_crds(facts["kubeconfig"], build.module_dir(keda.module, keda.version) / "config" / "crd" / "bases")
     runner_state = directory / "runner.json"
     started.append(procs.spawn(
         "kube-runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],

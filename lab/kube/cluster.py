@@ -123,6 +123,32 @@ def get(server: str, path: str, context: ssl.SSLContext, timeout: float = 5) -> 
         return 0, b""
 
 
+def apply_crds(kubeconfig: str, folder: Path, timeout: float = 30) -> list[str]:
+    """Create the CustomResourceDefinitions of every YAML file in ``folder`` (an upstream module's own,
+    at the version the lab runs) and wait until each is Established; their names."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(kubeconfig)
+    extensions = client.ApiextensionsV1Api(api)
+    names = []
+    for path in sorted(folder.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition":
+                extensions.create_custom_resource_definition(doc)
+                names.append(doc["metadata"]["name"])
+
+    def established():
+        for name in names:
+            status = extensions.read_custom_resource_definition(name).status
+            if not any(c.type == "Established" and c.status == "True" for c in (status.conditions or [])):
+                return False
+        return True
+
+    procs.wait_until(established, timeout, f"CRDs {', '.join(names)} established")
+    api.close()
+    return names
+
+
 def ready(kubeconfig: str, server: str) -> bool:
     """Does the API server answer /readyz with 200?"""
     return get(server, "/readyz", _ssl_context(Path(kubeconfig)))[0] == 200

@@ -212,6 +212,10 @@ def test_a_lab_on_the_real_control_plane_starts_and_stops_whole(tmp_path):
     children = [c.pid for p in pids for c in psutil.Process(p).children(recursive=True)]
     status = cli("status")
     assert status.returncode == 0 and "lab is up" in status.stdout, status.stdout
+    # KEDA's CRDs, from its module at the version the lab runs, established
+    crds = client.ApiextensionsV1Api(config.new_client_from_config(state["kube"]["kubeconfig"]))
+    names = {c.metadata.name for c in crds.list_custom_resource_definition().items}
+    assert {"scaledobjects.keda.sh", "triggerauthentications.keda.sh"} <= names
     down = cli("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert [p for p in pids + children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"] == []
