@@ -245,7 +245,8 @@ def _real_kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[
     runner_state = directory / "runner.json"
     started.append(procs.spawn(
         "kube-runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
-                                           "--state", str(runner_state), "--logs", str(logs)),
+                                           "--state", str(runner_state), "--logs", str(logs),
+                                           "--publish", str(directory / "published")),
         logs / "kube-runner.log", env={"PYTHONPATH": str(REPO)}))
     sealed = COMPONENTS["sealed-secrets"]
     charts = {
@@ -253,7 +254,9 @@ def _real_kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[
         "sealed-secrets": str(build.module_dir(sealed.module, sealed.version) / "helm" / "sealed-secrets"),
         "keda": str(REPO / "tests" / "lab" / "charts" / "keda"),  # still the stand-in
     }
-    return {**facts, "kind": "real", "runner_state": str(runner_state)}, charts
+    # written by the runner once the controller answers, before its pod is Ready
+    certificate = directory / "published" / "sealed-secrets-cert.pem"
+    return {**facts, "kind": "real", "runner_state": str(runner_state), "sealed_secrets_cert": str(certificate)}, charts
 
 
 def _tool(name: str) -> str | None:

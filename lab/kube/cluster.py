@@ -66,8 +66,27 @@ def missing_binaries() -> list[str]:
     return [str(p) for p in paths if not p.is_file()]
 
 
-def kwokctl_config(ports: dict[str, int], kubectl: str) -> list[dict]:
-    """The KwokctlConfiguration for one lab."""
+STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+          "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
+
+
+def stages(host_run: list[str]) -> list[dict]:
+    """kwok's default stages (from its module, the ones kwokctl would use), except that pods whose
+    ``app.kubernetes.io/name`` is in ``host_run`` are not made Ready by kwok: the runner does that once
+    the controller it runs for them answers, as a kubelet would after its readiness probe."""
+    from lab import build
+
+    root = build.module_dir(KWOK.module, KWOK.version) / "kustomize" / "stage"
+    docs = [yaml.safe_load((root / name).read_text()) for name in STAGES]
+    for doc in docs:
+        if doc["metadata"]["name"] == "pod-ready" and host_run:
+            doc["spec"]["selector"]["matchExpressions"].append({
+                "key": '.metadata.labels["app.kubernetes.io/name"]', "operator": "NotIn", "values": list(host_run)})
+    return docs
+
+
+def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: list[str] = ()) -> list[dict]:
+    """The KwokctlConfiguration for one lab, and the stages kwok plays."""
     options = {
         "runtime": "binary",
         "kubeVersion": f"v{KUBERNETES}",
@@ -88,7 +107,7 @@ def kwokctl_config(ports: dict[str, int], kubectl: str) -> list[dict]:
             {"key": "advertise-address", "value": "127.0.0.1"},
             {"key": "endpoint-reconciler-type", "value": "none"},
         ]}],
-    }]
+    }, *stages(list(host_run))]
 
 
 def _kwokctl(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -155,7 +174,9 @@ def ready(kubeconfig: str, server: str) -> bool:
 
 
 def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, list[procs.Proc]]:
-    """Start the control plane under ``directory/kwok``; (facts for the state file, its processes)."""
+    """Start the control plane under ``directory/kwok``; (facts for the state file, its processes).
+    kwok leaves the pods of :data:`lab.kube.runner.CONTROLLERS` to the runner (see :func:`stages`)."""
+    from lab.kube.runner import host_run_names
     missing = missing_binaries()
     if missing:
         raise ClusterError("the lab's Kubernetes is not built (run `make lab-build`, about 40 min the first "
@@ -167,7 +188,7 @@ def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, li
     workdir.mkdir(parents=True, exist_ok=True)
     ports = {name: procs.free_port() for name in PORTS}
     config = workdir / "lab.yaml"
-    config.write_text(yaml.safe_dump_all(kwokctl_config(ports, kubectl), sort_keys=False))
+    config.write_text(yaml.safe_dump_all(kwokctl_config(ports, kubectl, host_run_names()), sort_keys=False))
     started: list[procs.Proc] = []
     try:
         _kwokctl(workdir, "--config", str(config), "create", "cluster", "--kubeconfig", "", "--timeout",

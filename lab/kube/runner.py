@@ -11,9 +11,13 @@ lab runs the real binary (built by ``make lab-build``) in the pod's place, as a 
   server but 127.0.0.1, so that no lookup leaves the machine;
 - with the container's own command arguments and plain environment, except the listen addresses,
   which become free ports on 127.0.0.1 (recorded in the state file this runner writes);
-- until the Deployment is deleted (or its pod is replaced, which gets a new token).
+- reporting the pod's status as a kubelet does: Running at once, Ready once the controller answers
+  its health path (kwok is told to leave these pods alone, see :func:`lab.kube.cluster.stages`), after
+  writing what it serves for others to read (the Sealed Secrets certificate, as ``kubeseal
+  --fetch-cert`` would save it) into the ``--publish`` folder;
+- until the pod is deleted (a replaced pod gets a new token), restarted if it exits.
 
-Usage: ``python -m lab.kube.runner --kubeconfig FILE --state FILE --logs DIR``.
+Usage: ``python -m lab.kube.runner --kubeconfig FILE --state FILE --logs DIR --publish DIR``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,20 +51,36 @@ RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 TOKEN_SECONDS = 24 * 3600
 
 
+NAME_LABEL = "app.kubernetes.io/name"
+
+
 @dataclass(frozen=True)
 class HostController:
-    """A controller whose Deployment the lab runs as a host process."""
+    """A controller whose pods the lab runs as host processes: those labelled ``app.kubernetes.io/name``
+    = ``name`` (as its chart labels them)."""
 
     name: str
-    selector: str  # label selector of its Deployment (and pods)
     binary: Path
     listen_flags: tuple[str, ...]  # flags whose value is an address to move to 127.0.0.1
+    ready_flag: str  # the listen flag whose address answers ready_path
+    ready_path: str
+    # a file the controller serves, written where the lab state says, before the pod is Ready
+    publish_path: str | None = None
+
+    @property
+    def selector(self) -> str:
+        return f"{NAME_LABEL}={self.name}"
 
 
 CONTROLLERS = (
-    HostController("sealed-secrets", "app.kubernetes.io/name=sealed-secrets",
-                   COMPONENTS["sealed-secrets"].path("controller"), ("--listen-addr", "--listen-metrics-addr")),
+    HostController("sealed-secrets", COMPONENTS["sealed-secrets"].path("controller"),
+                   ("--listen-addr", "--listen-metrics-addr"), "--listen-addr", "/healthz", "/v1/cert.pem"),
 )
+
+
+def host_run_names() -> list[str]:
+    """The ``app.kubernetes.io/name`` of the pods the runner, not kwok, makes Ready."""
+    return [c.name for c in CONTROLLERS]
 
 
 def host_args(args: list[str], listen_flags: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -100,22 +121,60 @@ def container_env(container: client.V1Container, pod: client.V1Pod) -> dict[str,
 
 
 class Runner:
-    def __init__(self, kubeconfig: str, state: Path, logs: Path):
+    def __init__(self, kubeconfig: str, state: Path, logs: Path, publish: Path):
         self.api = config.new_client_from_config(kubeconfig)
         self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         doc = yaml.safe_load(Path(kubeconfig).read_text())
         self.server = doc["clusters"][0]["cluster"]["server"]
         self.ca = Path(doc["clusters"][0]["cluster"]["certificate-authority"]).read_text()
-        self.state, self.logs = state, logs
+        self.state, self.logs, self.publish = state, logs, publish
         self.running: dict[str, dict] = {}  # pod uid -> {"proc", "controller", "pod", "addresses", "dir"}
 
     def pods_to_run(self) -> dict[str, tuple[HostController, client.V1Pod]]:
+        """The controllers' pods that are scheduled and not being deleted."""
         wanted = {}
         for controller in CONTROLLERS:
             for pod in self.core.list_pod_for_all_namespaces(label_selector=controller.selector).items:
-                if pod.metadata.deletion_timestamp is None and pod.status.phase == "Running":
+                if (pod.metadata.deletion_timestamp is None and pod.spec.node_name
+                        and pod.status.phase in ("Pending", "Running")):
                     wanted[pod.metadata.uid] = (controller, pod)
         return wanted
+
+    def set_ready(self, entry: dict, ready: bool) -> None:
+        """Report the pod's status as a kubelet would: Running, and Ready once the controller answers."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        pod = entry["pod_object"]
+        flag = "True" if ready else "False"
+        status = {
+            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": entry["started_at"],
+            "conditions": [{"type": kind, "status": flag if kind in ("Ready", "ContainersReady") else "True",
+                            "lastTransitionTime": now}
+                           for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
+            "containerStatuses": [{"name": c.name, "image": c.image, "imageID": "", "ready": ready,
+                                   "started": True, "restartCount": entry["restarts"],
+                                   "state": {"running": {"startedAt": entry["started_at"]}}}
+                                  for c in pod.spec.containers],
+        }
+        namespace, name = entry["pod"].split("/")
+        self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
+        entry["ready"] = ready
+
+    def check_ready(self, entry: dict) -> None:
+        controller = entry["controller_spec"]
+        base = f"http://{entry['addresses'][controller.ready_flag]}"
+        if _get(base + controller.ready_path) is None:
+            return
+        if controller.publish_path:
+            body = _get(base + controller.publish_path)
+            if body is None:
+                return
+            target = self.publish / f"{controller.name}-{Path(controller.publish_path).name}"
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(body)
+            tmp.replace(target)
+            entry["published"] = str(target)
+        self.set_ready(entry, True)
 
     def start(self, controller: HostController, pod: client.V1Pod) -> dict:
         container = pod.spec.containers[0]
@@ -141,8 +200,9 @@ class Runner:
         log = self.logs / f"{controller.name}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-        return {"proc": proc, "controller": controller.name, "pod": f"{namespace}/{pod.metadata.name}",
-                "addresses": addresses, "dir": secrets, "log": str(log)}
+        return {"proc": proc, "controller": controller.name, "controller_spec": controller, "pod_object": pod,
+                "pod": f"{namespace}/{pod.metadata.name}", "addresses": addresses, "dir": secrets, "log": str(log),
+                "ready": False, "restarts": 0, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def stop(self, uid: str) -> None:
         entry = self.running.pop(uid)
@@ -156,7 +216,8 @@ class Runner:
 
     def write_state(self) -> None:
         doc = {entry["controller"]: {"pod": entry["pod"], "pid": entry["proc"].pid, "addresses": entry["addresses"],
-                                     "log": entry["log"]}
+                                     "log": entry["log"], "ready": entry["ready"],
+                                     "published": entry.get("published")}
                for entry in self.running.values() if entry["proc"].poll() is None}
         tmp = self.state.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2))
@@ -172,15 +233,21 @@ class Runner:
             self.stop(uid)
         for uid, (controller, pod) in wanted.items():
             entry = self.running.get(uid)
+            restarts = 0
             if entry is not None and entry["proc"].poll() is not None:  # it exited: start it again, as a kubelet
                 print(f"runner: {entry['controller']} exited ({entry['proc'].returncode}); restarting", flush=True)
+                restarts = entry["restarts"] + 1
                 self.stop(uid)
                 entry = None
-            if entry is None:
-                try:
-                    self.running[uid] = self.start(controller, pod)
-                except ApiException as e:
-                    print(f"runner: cannot start {controller.name}: {e.reason}", file=sys.stderr, flush=True)
+            try:
+                if entry is None:
+                    entry = self.running[uid] = self.start(controller, pod)
+                    entry["restarts"] = restarts
+                    self.set_ready(entry, False)
+                if not entry["ready"]:
+                    self.check_ready(entry)
+            except ApiException as e:
+                print(f"runner: {controller.name}: {e.reason}", file=sys.stderr, flush=True)
         self.write_state()
 
     def run(self, interval: float = 1.0) -> None:
@@ -197,17 +264,29 @@ class Runner:
                 self.write_state()
 
 
+def _get(url: str) -> bytes | None:
+    """The body of a 200 answer from a controller on loopback, or None."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read() if response.status == 200 else None
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--logs", required=True, type=Path)
+    parser.add_argument("--publish", required=True, type=Path,
+                        help="folder for the files the controllers serve (the Sealed Secrets certificate)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("runner: needs root for its private mount namespaces (unshare --mount)", file=sys.stderr)
         return 2
     args.logs.mkdir(parents=True, exist_ok=True)
-    Runner(args.kubeconfig, args.state, args.logs).run()
+    args.publish.mkdir(parents=True, exist_ok=True)
+    Runner(args.kubeconfig, args.state, args.logs, args.publish).run()
     return 0
 
 

@@ -46,21 +46,22 @@ def sealed(tmp_path_factory):
     facts, processes = cluster.start(directory, shutil.which("kubectl"))
     component = COMPONENTS["sealed-secrets"]
     chart = build.module_dir(component.module, component.version) / "helm" / "sealed-secrets"
-    installed = subprocess.run([shutil.which("helm"), "install", "sealed-secrets", str(chart), "-n", "kube-system",
-                                "--kubeconfig", facts["kubeconfig"], "--wait", "--timeout", "60s"],
-                               capture_output=True, text=True, check=False)
-    state = directory / "runner.json"
-    supervisor = procs.spawn("runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
-                                                       "--state", str(state), "--logs", str(directory / "logs")),
-                         directory / "runner.log")
+    state, published = directory / "runner.json", directory / "published"
+    supervisor = procs.spawn("runner", procs.python_module(
+        "lab.kube.runner", "--kubeconfig", facts["kubeconfig"], "--state", str(state), "--logs",
+        str(directory / "logs"), "--publish", str(published)), directory / "runner.log")
     try:
+        # --wait: the Deployment is available only once the runner has the controller answering
+        installed = subprocess.run([shutil.which("helm"), "install", "sealed-secrets", str(chart), "-n", "kube-system",
+                                    "--kubeconfig", facts["kubeconfig"], "--wait", "--timeout", "60s"],
+                                   capture_output=True, text=True, check=False)
         assert installed.returncode == 0, installed.stderr
-        controller = wait_for(lambda: state.exists() and json.loads(state.read_text()).get("sealed-secrets"), 30,
-                              "the runner to start the controller")
+        controller = json.loads(state.read_text())["sealed-secrets"]
+        assert controller["ready"], controller
         cert_url = f"http://{controller['addresses']['--listen-addr']}/v1/cert.pem"
-        pem = wait_for(lambda: _get(cert_url), 60, "the controller's certificate")
+        pem = _get(cert_url)
         yield {"api": config.new_client_from_config(facts["kubeconfig"]), "controller": controller, "pem": pem,
-               "state": state, "runner": supervisor}
+               "state": state, "runner": supervisor, "published": published}
     finally:
         procs.stop(supervisor)
         cluster.stop(processes, directory / "kwok")
@@ -78,6 +79,12 @@ def test_the_controller_runs_as_its_pods_service_account(sealed):
     controller = sealed["controller"]
     namespace, pod = controller["pod"].split("/")
     assert namespace == "kube-system" and pod.startswith("sealed-secrets-")
+    # its pod reported as the runner reports it (kwok leaves it alone), and its certificate published
+    status = client.CoreV1Api(sealed["api"]).read_namespaced_pod(pod, namespace).status
+    assert (status.phase, status.pod_ip) == ("Running", "127.0.0.1")
+    assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
+    assert Path(controller["published"]) == sealed["published"] / "sealed-secrets-cert.pem"
+    assert Path(controller["published"]).read_bytes() == sealed["pem"]
     # the key it generated, in a Secret only its RBAC lets it write
     keys = client.CoreV1Api(sealed["api"]).list_namespaced_secret(
         "kube-system", label_selector="sealedsecrets.bitnami.com/sealed-secrets-key=active").items
