@@ -135,7 +135,7 @@ class Lab:
                     "secret_key": aws.SECRET_KEY},
             "kube": kube_facts,
             "tools": {"dir": str(TOOLS_DIR) if TOOLS_DIR.is_dir() else None,
-                      "helm": _tool("helm"), "kubectl": _tool("kubectl")},
+                      "helm": tool("helm"), "kubectl": tool("kubectl")},
             # what an inventory keeps in its vault besides the passwords
             "vault": {"secrets_hmac_key": secrets.token_urlsafe(32)},
             # the Helm charts the lab inventory installs instead of the ones from the charts' repositories
@@ -237,7 +237,7 @@ def _real_kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[
     from lab.components import COMPONENTS
     from lab.kube import cluster
 
-    facts, plane = cluster.start(directory, _tool("kubectl"))
+    facts, plane = cluster.start(directory, tool("kubectl"))
     started.extend(plane)
     clear_discovery_cache(facts["server"])
     keda = COMPONENTS["keda"]
@@ -259,7 +259,8 @@ def _real_kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[
     return {**facts, "kind": "real", "runner_state": str(runner_state), "sealed_secrets_cert": str(certificate)}, charts
 
 
-def _tool(name: str) -> str | None:
+def tool(name: str) -> str | None:
+    """helm or kubectl: the one ``make tools`` unpacked into .tools/bin, else the one on PATH."""
     path = TOOLS_DIR / name
     return str(path) if path.exists() else shutil.which(name)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import time
 import uuid
 
@@ -18,11 +17,12 @@ from kubernetes.client.rest import ApiException
 
 from lab import procs
 from lab.components import KUBERNETES
+from lab.core import tool
 from lab.kube import cluster
 
 
 def kubectl() -> str:
-    found = shutil.which("kubectl")
+    found = tool("kubectl")
     assert found, "kubectl is installed by make install (.tools/bin) or the machine image"
     return found
 

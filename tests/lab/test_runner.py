@@ -9,7 +9,6 @@ import base64
 import hashlib
 import ipaddress
 import json
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from kubernetes.client.rest import ApiException
 
 from lab import build, procs
 from lab.components import COMPONENTS
+from lab.core import tool
 from lab.kube import cluster, runner
 
 KEY = "k" * 32  # the digest key: any 32 characters
@@ -43,7 +43,7 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.3):
 def sealed(tmp_path_factory):
     """A control plane with the real Sealed Secrets chart and the runner running its controller."""
     directory = tmp_path_factory.mktemp("runner")
-    facts, processes = cluster.start(directory, shutil.which("kubectl"))
+    facts, processes = cluster.start(directory, tool("kubectl"))
     component = COMPONENTS["sealed-secrets"]
     chart = build.module_dir(component.module, component.version) / "helm" / "sealed-secrets"
     state, published = directory / "runner.json", directory / "published"
@@ -52,7 +52,7 @@ def sealed(tmp_path_factory):
         str(directory / "logs"), "--publish", str(published)), directory / "runner.log")
     try:
         # --wait: the Deployment is available only once the runner has the controller answering
-        installed = subprocess.run([shutil.which("helm"), "install", "sealed-secrets", str(chart), "-n", "kube-system",
+        installed = subprocess.run([tool("helm"), "install", "sealed-secrets", str(chart), "-n", "kube-system",
                                     "--kubeconfig", facts["kubeconfig"], "--wait", "--timeout", "60s"],
                                    capture_output=True, text=True, check=False)
         assert installed.returncode == 0, installed.stderr
