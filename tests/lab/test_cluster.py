@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 import uuid
 
 import psutil
@@ -19,6 +18,7 @@ from lab import procs
 from lab.components import KUBERNETES
 from lab.core import tool
 from lab.kube import cluster
+from tests.sample_app.harness import wait_for
 
 
 def kubectl() -> str:
@@ -39,16 +39,6 @@ def plane(tmp_path_factory):
 def api(plane):
     facts, _ = plane
     return config.new_client_from_config(facts["kubeconfig"])
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_it_is_the_pinned_kubernetes(plane, api):
@@ -156,10 +146,22 @@ def test_pods_and_nodes_have_loopback_addresses_and_services_no_endpoints(api):
     assert ipaddress.ip_address(pod.status.pod_ip) in loopback
     for node in core.list_node().items:
         assert all(ipaddress.ip_address(a.address) in loopback for a in node.status.addresses if a.type != "Hostname")
+    # the endpoints controller writes the Service's Endpoints without the pod's loopback address
+    endpoints = wait_for(lambda: _endpoints(core, namespace, "echo"), 30, "the Service's Endpoints")
+    assert not [a for subset in endpoints.subsets or [] for a in subset.addresses or []], endpoints.subsets
     with pytest.raises(ApiException) as no_endpoint:
         core.connect_get_namespaced_service_proxy_with_path("echo:8080", namespace, "healthz")
     assert no_endpoint.value.status == 503 and "no endpoints available" in no_endpoint.value.body, \
         no_endpoint.value.body
+
+
+def _endpoints(core: client.CoreV1Api, namespace: str, name: str):
+    try:
+        return core.read_namespaced_endpoints(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
 
 
 def test_a_deleted_namespace_is_finalized(api):

@@ -10,7 +10,6 @@ import hashlib
 import ipaddress
 import json
 import subprocess
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -25,18 +24,9 @@ from lab import build, procs
 from lab.components import COMPONENTS
 from lab.core import tool
 from lab.kube import cluster, runner
+from tests.sample_app.harness import wait_for
 
 KEY = "k" * 32  # the digest key: any 32 characters
-
-
-def wait_for(check, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
