@@ -44,15 +44,18 @@ def test_password_is_required_over_tcp(lab):
         raise AssertionError("the lab PostgreSQL accepted a wrong password")
 
 
-def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab):
+def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab, request):
     lab_dir = tmp_path / "cli-lab"
-    env = {k: v for k, v in os.environ.items() if k not in ("DBOS_LAB_STATE", "MAKEFLAGS", "MAKELEVEL")}
+    # the default lab (the emulator's), whatever the session's lab is
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DBOS_LAB_STATE", "DBOS_LAB_KUBE", "MAKEFLAGS", "MAKELEVEL")}
 
     def make(target):
         return subprocess.run(["make", "--no-print-directory", target, f"LAB_DIR={lab_dir}"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300, check=False)
 
     up = make("lab-up")
+    request.addfinalizer(lambda: make("lab-down"))  # also when an assertion below fails (a no-op after down)
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads((lab_dir / "state.json").read_text())
     assert oct((lab_dir / "state.json").stat().st_mode & 0o777) == "0o600"
