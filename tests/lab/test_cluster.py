@@ -18,7 +18,7 @@ from lab import procs
 from lab.components import KUBERNETES
 from lab.core import tool
 from lab.kube import cluster
-from tests.sample_app.harness import wait_for
+from tests.sample_app.harness import read_or_none, wait_for
 
 
 def kubectl() -> str:
@@ -147,7 +147,8 @@ def test_pods_and_nodes_have_loopback_addresses_and_services_no_endpoints(api):
     for node in core.list_node().items:
         assert all(ipaddress.ip_address(a.address) in loopback for a in node.status.addresses if a.type != "Hostname")
     # the endpoints controller writes the Service's Endpoints without the pod's loopback address
-    endpoints = wait_for(lambda: _endpoints(core, namespace, "echo"), 30, "the Service's Endpoints")
+    endpoints = wait_for(lambda: read_or_none(core.read_namespaced_endpoints, "echo", namespace), 30,
+                         "the Service's Endpoints")
     assert not [a for subset in endpoints.subsets or [] for a in subset.addresses or []], endpoints.subsets
 
     def refused():
@@ -159,15 +160,6 @@ def test_pods_and_nodes_have_loopback_addresses_and_services_no_endpoints(api):
 
     refusal = wait_for(refused, 30, "the service proxy to answer 503")
     assert "no endpoints available" in refusal.body, refusal.body
-
-
-def _endpoints(core: client.CoreV1Api, namespace: str, name: str):
-    try:
-        return core.read_namespaced_endpoints(name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
 
 
 def test_a_deleted_namespace_is_finalized(api):

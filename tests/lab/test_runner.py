@@ -18,13 +18,12 @@ import psutil
 import pytest
 from ansible_collections.dbos.deploy.plugins.module_utils import sealed_secrets as ss
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from lab import build, procs
 from lab.components import COMPONENTS
 from lab.core import tool
 from lab.kube import cluster, runner
-from tests.sample_app.harness import wait_for
+from tests.sample_app.harness import read_or_none, wait_for
 
 KEY = "k" * 32  # the digest key: any 32 characters
 
@@ -106,7 +105,8 @@ def test_what_the_collection_seals_the_real_controller_opens(sealed):
     custom = client.CustomObjectsApi(sealed["api"])
     custom.create_namespaced_custom_object("bitnami.com", "v1alpha1", namespace, "sealedsecrets", document,
                                            field_validation="Strict")
-    secret = wait_for(lambda: _secret(core, namespace, "app-db"), 30, "the controller to unseal it")
+    secret = wait_for(lambda: read_or_none(core.read_namespaced_secret, "app-db", namespace), 30,
+                      "the controller to unseal it")
     # compared by hash: no value is printed if they differ
     got = {k: hashlib.sha256(base64.b64decode(v)).hexdigest() for k, v in secret.data.items()}
     assert got == {k: hashlib.sha256(v.encode()).hexdigest() for k, v in values.items()}
@@ -127,13 +127,4 @@ def test_what_the_collection_seals_the_real_controller_opens(sealed):
 
     [condition] = wait_for(refused, 30, "the controller to refuse the moved SealedSecret")
     assert "decrypt" in condition.get("message", "").lower(), condition
-    assert _secret(core, other, "app-db") is None
-
-
-def _secret(core: client.CoreV1Api, namespace: str, name: str):
-    try:
-        return core.read_namespaced_secret(name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
+    assert read_or_none(core.read_namespaced_secret, "app-db", other) is None

@@ -174,3 +174,15 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_or_none(read, *args):
+    """``read(*args)`` (a kubernetes client read), or None if the object does not exist (404)."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return read(*args)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
