@@ -163,10 +163,10 @@ class Runner:
     def check_ready(self, entry: dict) -> None:
         controller = entry["controller_spec"]
         base = f"http://{entry['addresses'][controller.ready_flag]}"
-        if _get(base + controller.ready_path) is None:
+        if fetch(base + controller.ready_path) is None:
             return
         if controller.publish_path:
-            body = _get(base + controller.publish_path)
+            body = fetch(base + controller.publish_path)
             if body is None:
                 return
             target = self.publish / f"{controller.name}-{Path(controller.publish_path).name}"
@@ -264,7 +264,7 @@ class Runner:
                 self.write_state()
 
 
-def _get(url: str) -> bytes | None:
+def fetch(url: str) -> bytes | None:
     """The body of a 200 answer from a controller on loopback, or None."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:

@@ -10,7 +10,6 @@ import hashlib
 import ipaddress
 import json
 import subprocess
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -48,20 +47,12 @@ def sealed(tmp_path_factory):
         controller = json.loads(state.read_text())["sealed-secrets"]
         assert controller["ready"], controller
         cert_url = f"http://{controller['addresses']['--listen-addr']}/v1/cert.pem"
-        pem = _get(cert_url)
+        pem = runner.fetch(cert_url)
         yield {"api": config.new_client_from_config(facts["kubeconfig"]), "controller": controller, "pem": pem,
                "state": state, "runner": supervisor, "published": published}
     finally:
         procs.stop(supervisor)
         cluster.stop(processes, directory / "kwok")
-
-
-def _get(url: str) -> bytes | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.read()
-    except OSError:
-        return None
 
 
 def test_the_controller_runs_as_its_pods_service_account(sealed):
