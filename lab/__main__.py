@@ -1,4 +1,4 @@
-"""Command line for the lab: ``python -m lab {up,status,down,env,mark}`` (see ``--help``)."""
+"""Command line for the lab: ``python -m lab {up,status,down,env}`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from lab.core import DEFAULT_DIR, Lab, LabError
 
 
 def cmd_up(args) -> int:
-    lab = Lab.up(args.dir, status_delay=args.status_delay, kube=args.kube)
+    lab = Lab.up(args.dir)
     pg = lab.postgres
     print(f"lab up in {lab.dir} ({lab.state['startup_seconds']} s)")
     print(f"  AWS (moto):          {lab.aws['endpoint']}  region {lab.aws['region']}")
-    kind = "Kubernetes " + ("(real)" if lab.kube.get("kind") == "real" else "emulator")
-    print(f"  {kind + ':':<20} {lab.kube['server']}  kubeconfig {lab.kube['kubeconfig']}")
+    print(f"  Kubernetes {lab.kube['version']}: {lab.kube['server']}  kubeconfig {lab.kube['kubeconfig']}")
     print(f"  PostgreSQL:          {pg['host']}:{pg['port']}  user {pg['user']}  ({pg['version']})")
     print(f"  state file:          {lab.state_file}  (holds the DB password; mode 0600)")
     print("Use it:")
@@ -62,40 +61,16 @@ def cmd_env(args) -> int:
     return 0
 
 
-def cmd_mark(args) -> int:
-    from kubernetes import client
-
-    from lab.kube import status
-
-    api = status.api_client(Lab.load(args.dir).kube["kubeconfig"])
-    if args.kind == "job":
-        status.mark_job(client.BatchV1Api(api), args.namespace, args.name, failed=args.failed)
-    else:
-        status.mark_deployment(client.AppsV1Api(api), args.namespace, args.name)
-    print(f"marked {args.kind} {args.namespace}/{args.name}", "failed" if args.failed else "done")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab", description="Local stand-ins for AWS, "
-                                     "Kubernetes and PostgreSQL (test equipment).")
+    parser = argparse.ArgumentParser(prog="python -m lab", description="The lab: moto for AWS, a real "
+                                     "Kubernetes control plane (kwok's nodes) and a real PostgreSQL (test equipment).")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the lab's folder (default: .lab)")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a lab (or reuse the running one)")
-    up.add_argument("--status-delay", type=float, default=1.0,
-                    help="seconds before the status stand-in marks Jobs/Deployments done")
-    up.add_argument("--kube", choices=["emulator", "real"], default=None,
-                    help="the Kubernetes to start (default $DBOS_LAB_KUBE, else emulator); real needs make lab-build")
     up.set_defaults(func=cmd_up)
     sub.add_parser("status", help="check each stand-in; exit 1 if any is not healthy").set_defaults(func=cmd_status)
     sub.add_parser("down", help="stop the processes the lab started").set_defaults(func=cmd_down)
     sub.add_parser("env", help="print shell exports for aws, kubectl, helm").set_defaults(func=cmd_env)
-    mark = sub.add_parser("mark", help="play a controller now: complete a Job or make a Deployment available")
-    mark.add_argument("kind", choices=["job", "deployment"])
-    mark.add_argument("namespace")
-    mark.add_argument("name")
-    mark.add_argument("--failed", action="store_true", help="fail the Job instead")
-    mark.set_defaults(func=cmd_mark)
     args = parser.parse_args(argv)
     return args.func(args)
 

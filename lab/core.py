@@ -1,9 +1,10 @@
-"""One lab: start, describe, check and stop its stand-ins.
+"""One lab: start, describe, check and stop its parts.
 
-A lab lives in a folder. ``up`` starts moto, the Kubernetes emulator, the status stand-in and
-PostgreSQL on free ports and writes ``state.json`` there (mode 0600: it holds the database
-password). Every other command, the lab inventory and the test fixtures read that file.
-``down`` stops exactly the processes recorded in it.
+A lab lives in a folder. ``up`` starts moto, PostgreSQL, a real Kubernetes control plane
+(:mod:`lab.kube.cluster`) and the runner that runs the add-ons' controllers (:mod:`lab.kube.runner`)
+on free ports and writes ``state.json`` there (mode 0600: it holds the database password). Every
+other command, the lab inventory and the test fixtures read that file. ``down`` stops exactly the
+processes recorded in it and removes what they left.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import aws, postgres, procs
-from lab.kube import clear_discovery_cache, write_kubeconfig
+from lab.kube import clear_discovery_cache
 
 REPO = Path(__file__).resolve().parent.parent
-CRD_DIR = Path(__file__).resolve().parent / "crds"
 DEFAULT_DIR = REPO / ".lab"
 TOOLS_DIR = Path(os.environ.get("LAB_TOOLS_DIR", REPO / ".tools" / "bin"))
 STATE_FILE = "state.json"
@@ -84,15 +84,8 @@ class Lab:
 
     # --- starting --------------------------------------------------------------------------------
     @classmethod
-    def up(cls, directory: Path | str = DEFAULT_DIR, status_delay: float = 1.0, kube: str | None = None) -> Lab:
-        """Start a lab in ``directory`` (or return the one running there).
-
-        ``kube``: ``emulator`` (the default, for now) or ``real``, the real control plane of
-        :mod:`lab.kube.cluster` with the controllers :mod:`lab.kube.runner` runs (being brought in);
-        ``$DBOS_LAB_KUBE`` when not given."""
-        kube = kube or os.environ.get("DBOS_LAB_KUBE", "emulator")
-        if kube not in ("emulator", "real"):
-            raise LabError(f"kube must be emulator or real, got {kube!r}")
+    def up(cls, directory: Path | str = DEFAULT_DIR) -> Lab:
+        """Start a lab in ``directory`` (or return the one running there)."""
         directory = Path(directory).resolve()
         if (directory / STATE_FILE).exists():
             existing = cls.load(directory)
@@ -107,20 +100,14 @@ class Lab:
         t0 = time.monotonic()
         try:
             aws_port, pg_port = procs.free_port(), procs.free_port()
-            # moto (and the emulator) start in the background while PostgreSQL initialises
+            # moto starts in the background while PostgreSQL initialises
             moto = procs.spawn("moto", procs.python_module("lab.aws", str(aws_port)), logs / "moto.log",
                                env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "PYTHONPATH": str(REPO)})
             started.append(moto)
-            emulator = _spawn_emulator(logs) if kube == "emulator" else None
-            if emulator:
-                started.append(emulator[0])
             pg, pg_facts = postgres.start(directory, pg_port, logs / "postgres.log")
             started.append(pg)
             lab.state["postgres"] = pg_facts  # recorded at once so a failure below still cleans it up
-            if emulator:
-                kube_facts, charts = _emulator_kube(directory, logs, emulator, status_delay, started)
-            else:
-                kube_facts, charts = _real_kube(directory, logs, started)
+            kube_facts, charts = _kube(directory, logs, started)
             endpoint = f"http://127.0.0.1:{aws_port}"
             procs.wait_until(lambda: _http_ok(f"{endpoint}/moto-api/"), 60, "moto", moto)
         except BaseException:
@@ -139,6 +126,7 @@ class Lab:
             # what an inventory keeps in its vault besides the passwords
             "vault": {"secrets_hmac_key": secrets.token_urlsafe(32)},
             # the Helm charts the lab inventory installs instead of the ones from the charts' repositories
+            # (none is reachable): the same charts, from the controllers' Go modules
             "charts": charts,
             "processes": [p.to_dict() for p in started],
         })
@@ -160,15 +148,11 @@ class Lab:
             "moto": lambda: _http_ok(f"{self.aws['endpoint']}/moto-api/"),
             "postgres": lambda: procs.port_open(self.postgres["port"]),
         }
-        if self.kube.get("kind") == "real":
-            from lab.kube import cluster
+        from lab.kube import cluster
 
-            checks["kube:kube-apiserver"] = lambda: cluster.ready(self.kube["kubeconfig"], self.kube["server"])
-            checks.update({p.name: (lambda: True) for p in self.processes if p.name.startswith("kube")
-                           and p.name != "kube:kube-apiserver"})
-        else:
-            checks["kube-emulator"] = lambda: _http_ok(f"{self.kube['server']}/version")
-            checks["kube-status"] = lambda: True
+        checks["kube:kube-apiserver"] = lambda: cluster.ready(self.kube["kubeconfig"], self.kube["server"])
+        checks.update({p.name: (lambda: True) for p in self.processes if p.name.startswith("kube")
+                       and p.name != "kube:kube-apiserver"})
         for name, check in checks.items():
             if not alive.get(name):
                 report[name] = "not running"
@@ -199,64 +183,43 @@ class Lab:
                 Path(self.kube["runner_state"]).unlink(missing_ok=True)
         for name in (STATE_FILE, "kubeconfig"):
             (self.dir / name).unlink(missing_ok=True)
-        shutil.rmtree(self.dir / "postgres", ignore_errors=True)
+        for folder in ("postgres", "charts", "published"):  # the chart holds its certificate's key
+            shutil.rmtree(self.dir / folder, ignore_errors=True)
         return stopped
 
 
-def _spawn_emulator(logs: Path) -> tuple[procs.Proc, int]:
-    port = procs.free_port()
-    emulator = procs.spawn(
-        "kube-emulator", procs.python_module("lab.kube.emulator", "--port", str(port), "--crd-dir", str(CRD_DIR)),
-        logs / "kube-emulator.log", env={"PYTHONPATH": str(REPO)})
-    return emulator, port
-
-
-def _emulator_kube(directory: Path, logs: Path, emulator: tuple[procs.Proc, int], status_delay: float,
-                   started: list[procs.Proc]) -> tuple[dict, dict]:
-    """The emulator, once it answers, and the status stand-in playing its controllers."""
-    proc, port = emulator
-    server = f"http://127.0.0.1:{port}"
-    procs.wait_until(lambda: _http_ok(f"{server}/version"), 30, "kubernetes emulator", proc)
-    kubeconfig = directory / "kubeconfig"
-    write_kubeconfig(kubeconfig, server)
-    clear_discovery_cache(server)
-    started.append(procs.spawn(
-        "kube-status", procs.python_module("lab.kube.status", "--kubeconfig", str(kubeconfig),
-                                           "--delay", str(status_delay)),
-        logs / "kube-status.log", env={"PYTHONPATH": str(REPO)}))
-    facts = {"kind": "emulator", "server": server, "kubeconfig": str(kubeconfig), "version": "v1.31.0",
-             "status_delay": status_delay, "crd_dir": str(CRD_DIR)}
-    # the stand-in charts: the real charts' Deployments, Service and labels
-    charts = {name: str(REPO / "tests" / "lab" / "charts" / name) for name in ("sealed-secrets", "keda")}
-    return facts, charts
-
-
-def _real_kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict, dict]:
+def _kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict, dict]:
     """The real control plane, and the runner that runs the add-ons' controllers on this machine."""
     from lab import build
     from lab.components import COMPONENTS
-    from lab.kube import cluster
+    from lab.kube import cluster, keda_chart
 
     facts, plane = cluster.start(directory, tool("kubectl"))
     started.extend(plane)
     clear_discovery_cache(facts["server"])
-    keda = COMPONENTS["keda"]
-    cluster.apply_crds(facts["kubeconfig"], build.module_dir(keda.module, keda.version) / "config" / "crd" / "bases")
+    keda, sealed = COMPONENTS["keda"], COMPONENTS["sealed-secrets"]
+    # the add-ons' CRDs, from their modules, before anything: so a role can be tested on its own
+    # (the charts carry the same CRDs, which helm then leaves as they are)
+    for folder in (build.module_dir(keda.module, keda.version) / "config" / "crd" / "bases",
+                   build.module_dir(sealed.module, sealed.version) / "helm" / "sealed-secrets" / "crds"):
+        cluster.apply_crds(facts["kubeconfig"], folder)
     runner_state = directory / "runner.json"
     started.append(procs.spawn(
         "kube-runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
                                            "--state", str(runner_state), "--logs", str(logs),
                                            "--publish", str(directory / "published")),
         logs / "kube-runner.log", env={"PYTHONPATH": str(REPO)}))
-    sealed = COMPONENTS["sealed-secrets"]
+    keda_facts = keda_chart.assemble(directory / "charts" / "keda")
     charts = {
         # the real chart, from the controller's own module at the version the lab runs
         "sealed-secrets": str(build.module_dir(sealed.module, sealed.version) / "helm" / "sealed-secrets"),
-        "keda": str(REPO / "tests" / "lab" / "charts" / "keda"),  # still the stand-in
+        # KEDA's module has no chart: one assembled from the manifests in it (lab.kube.keda_chart)
+        "keda": keda_facts["chart"],
     }
     # written by the runner once the controller answers, before its pod is Ready
     certificate = directory / "published" / "sealed-secrets-cert.pem"
-    return {**facts, "kind": "real", "runner_state": str(runner_state), "sealed_secrets_cert": str(certificate)}, charts
+    return {**facts, "runner_state": str(runner_state), "sealed_secrets_cert": str(certificate),
+            "keda": keda_facts}, charts
 
 
 def tool(name: str) -> str | None:

@@ -2,7 +2,7 @@
 
 1. starts the lab (or uses the one running in ``--dir``);
 2. runs ``ansible-playbook -i inventories/lab playbooks/site.yml``;
-3. lists what it created, in AWS (moto) and in Kubernetes (the emulator);
+3. lists what it created, in AWS (moto) and in Kubernetes (the lab's real API server);
 4. runs the sample app here, against the lab's PostgreSQL, with the environment the ``dbos-app``
    Deployment gives its pods (read back from the cluster, Secrets included; the database host is
    rewritten to the lab's server, as a tunnel to RDS would be), enqueues work, and shows its
@@ -10,7 +10,7 @@
 5. runs ``playbooks/scale_report.yml``: dbos.deploy.queue_depth's queue length and desired replicas;
 6. says how to tear it all down.
 
-The lab runs no pods: the app runs here, as a process, because nothing in the emulator can run it.
+kwok marks the app's pods Running without running them: the app runs here, as a process, instead.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def main() -> int:
     parser.add_argument("--dir", default=str(REPO / ".lab"), help="the lab's folder")
     args = parser.parse_args()
 
-    heading("The lab: AWS (moto), Kubernetes (an API emulator; it runs no pods), PostgreSQL 16")
+    heading("The lab: AWS (moto), Kubernetes (a real control plane; kwok's nodes run no app pods), PostgreSQL 16")
     lab = Lab.up(args.dir)
     say(f"  lab in {lab.dir}: AWS {lab.aws['endpoint']}, Kubernetes {lab.kube['server']}, "
         f"PostgreSQL {lab.postgres['host']}:{lab.postgres['port']}")
@@ -217,9 +217,9 @@ def main() -> int:
     heading("playbooks/site.yml: eks -> rds -> addons -> secrets -> migrate -> app -> keda")
     playbook(lab, "site.yml")
 
-    from lab.kube.status import api_client
+    from kubernetes import config
 
-    api = api_client(lab.kube["kubeconfig"])
+    api = config.new_client_from_config(lab.kube["kubeconfig"])
     heading("What it created in AWS")
     aws_resources(lab)
     heading("What it created in Kubernetes")

@@ -5,7 +5,7 @@
   running). Under pytest-xdist each worker has its own session, hence its own lab: ports are free
   ports, so labs never collide.
 * ``aws``: the lab's moto, emptied before the test (``/moto-api/reset``); gives boto3 clients.
-* ``kube``: a kubernetes client ``ApiClient`` for the lab's emulator.
+* ``kube``: a kubernetes client ``ApiClient`` for the lab's API server (as its admin).
 * ``ansible``: runs real playbooks against the lab (:class:`lab.ansible_run.AnsibleRunner`).
 """
 

@@ -20,6 +20,7 @@ What kwok does not give and the lab sets itself:
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import ssl
@@ -53,6 +54,12 @@ PORTS = ("kubeApiserverPort", "etcdPort", "etcdPeerPort", "kubeControllerManager
 # EndpointSlices refuse loopback addresses, so Services have no endpoints and the API server's
 # service proxy answers 503 without dialing anything.
 NODE_IP = "127.0.0.1"
+# A Job's pod running this image fails, as if its command had exited 1 (see stages()); no registry
+# has it (.invalid is reserved): only the lab gives it a meaning.
+FAILING_IMAGE = "lab.invalid/fails:exit-1"
+# the common name of kwokctl's admin certificate, which it gives the API server as its front-proxy
+# client certificate
+PROXY_CLIENT_NAME = "kwok-admin"
 POD_CIDR = "127.1.0.0/24"
 
 
@@ -70,23 +77,42 @@ STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-hear
           "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
 
 
-def stages(host_run: list[str]) -> list[dict]:
-    """kwok's default stages (from its module, the ones kwokctl would use), except that pods whose
-    ``app.kubernetes.io/name`` is in ``host_run`` are not made Ready by kwok: the runner does that once
-    the controller it runs for them answers, as a kubelet would after its readiness probe."""
+def stages(host_run: dict[str, list[str]]) -> list[dict]:
+    """kwok's default stages (from its module, the ones kwokctl would use), except that
+
+    - pods with a label of ``host_run`` (label -> values) are not made Ready by kwok: the runner does
+      that once the controller it runs for them answers, as a kubelet would after its readiness probe;
+    - a Job's pod whose container runs :data:`FAILING_IMAGE` fails (exit code 1) where kwok's
+      ``pod-complete`` would make it succeed: how a test makes a Job fail while kwok runs no
+      container (stage ``lab-pod-fail``)."""
     from lab import build
 
     root = build.module_dir(KWOK.module, KWOK.version) / "kustomize" / "stage"
     docs = [yaml.safe_load((root / name).read_text()) for name in STAGES]
+    image = {"key": ".spec.containers.[].image", "values": [FAILING_IMAGE]}
     for doc in docs:
-        if doc["metadata"]["name"] == "pod-ready" and host_run:
-            doc["spec"]["selector"]["matchExpressions"].append({
-                "key": '.metadata.labels["app.kubernetes.io/name"]', "operator": "NotIn", "values": list(host_run)})
+        if doc["metadata"]["name"] == "pod-ready":
+            doc["spec"]["selector"]["matchExpressions"].extend(
+                {"key": f'.metadata.labels["{label}"]', "operator": "NotIn", "values": sorted(values)}
+                for label, values in sorted(host_run.items()))
+        if doc["metadata"]["name"] == "pod-complete":
+            failing = copy.deepcopy(doc)
+            doc["spec"]["selector"]["matchExpressions"].append({**image, "operator": "NotIn"})
+            failing["metadata"]["name"] = "lab-pod-fail"
+            failing["spec"]["selector"]["matchExpressions"].append({**image, "operator": "In"})
+            template = failing["spec"]["next"]["statusTemplate"]
+            failing["spec"]["next"]["statusTemplate"] = (
+                template.replace("exitCode: 0", "exitCode: 1").replace("reason: Completed", "reason: Error")
+                .replace("phase: Succeeded", "phase: Failed"))
+            assert "phase: Failed" in failing["spec"]["next"]["statusTemplate"], "kwok's pod-complete stage changed"
+            docs.append(failing)
     return docs
 
 
-def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: list[str] = ()) -> list[dict]:
-    """The KwokctlConfiguration for one lab, and the stages kwok plays."""
+def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: dict[str, list[str]] | None = None,
+                   workdir: Path | None = None) -> list[dict]:
+    """The KwokctlConfiguration for one lab (its cluster under ``workdir``), and the stages kwok plays."""
+    ca = cluster_dir(workdir or Path(".")) / "pki" / "ca.crt"  # kwokctl writes its CA there
     options = {
         "runtime": "binary",
         "kubeVersion": f"v{KUBERNETES}",
@@ -106,8 +132,19 @@ def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: list[str] = ()
         "componentsPatches": [{"name": "kube-apiserver", "extraArgs": [
             {"key": "advertise-address", "value": "127.0.0.1"},
             {"key": "endpoint-reconciler-type", "value": "none"},
+            # the aggregation layer's front proxy, as kubeadm sets it up: kwokctl gives the API server
+            # its client certificate (--proxy-client-*, its admin's) but not the CA an extension API
+            # server (KEDA's metrics adapter) checks it with; without it the adapter refuses every
+            # aggregated request. That CA also signs ordinary clients, so only the proxy's name may
+            # send the identity headers (the API server refuses to start otherwise).
+            *({"key": key, "value": value} for key, value in (
+                ("requestheader-client-ca-file", str(ca)),
+                ("requestheader-allowed-names", PROXY_CLIENT_NAME),
+                ("requestheader-username-headers", "X-Remote-User"),
+                ("requestheader-group-headers", "X-Remote-Group"),
+                ("requestheader-extra-headers-prefix", "X-Remote-Extra-"))),
         ]}],
-    }, *stages(list(host_run))]
+    }, *stages(host_run or {})]
 
 
 def _kwokctl(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -176,7 +213,7 @@ def ready(kubeconfig: str, server: str) -> bool:
 def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, list[procs.Proc]]:
     """Start the control plane under ``directory/kwok``; (facts for the state file, its processes).
     kwok leaves the pods of :data:`lab.kube.runner.CONTROLLERS` to the runner (see :func:`stages`)."""
-    from lab.kube.runner import host_run_names
+    from lab.kube.runner import host_run_labels
     missing = missing_binaries()
     if missing:
         raise ClusterError("the lab's Kubernetes is not built (run `make lab-build`, about 40 min the first "
@@ -188,7 +225,7 @@ def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, li
     workdir.mkdir(parents=True, exist_ok=True)
     ports = {name: procs.free_port() for name in PORTS}
     config = workdir / "lab.yaml"
-    config.write_text(yaml.safe_dump_all(kwokctl_config(ports, kubectl, host_run_names()), sort_keys=False))
+    config.write_text(yaml.safe_dump_all(kwokctl_config(ports, kubectl, host_run_labels(), workdir), sort_keys=False))
     started: list[procs.Proc] = []
     try:
         _kwokctl(workdir, "--config", str(config), "create", "cluster", "--kubeconfig", "", "--timeout",

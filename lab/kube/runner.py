@@ -9,8 +9,13 @@ lab runs the real binary (built by ``make lab-build``) in the pod's place, as a 
   ``KUBERNETES_SERVICE_HOST``/``PORT`` naming the API server on 127.0.0.1; so RBAC decides what the
   controller may do, with the Role and ClusterRole its chart gave it; and a resolv.conf naming no
   server but 127.0.0.1, so that no lookup leaves the machine;
-- with the container's own command arguments and plain environment, except the listen addresses,
-  which become free ports on 127.0.0.1 (recorded in the state file this runner writes);
+- with the container's own command arguments and plain environment, except the listen addresses
+  not on loopback, which become free ports on 127.0.0.1 (recorded in the state file this runner
+  writes);
+- with its Secret, ConfigMap and emptyDir volumes filled in folders of its own: mounted where the
+  container mounts them when this machine has that folder (``/tmp``), else named in the arguments by
+  their folder here (``--cert-dir=/certs`` becomes that folder), since the runner creates nothing
+  outside its own folders; a pod whose Secret does not exist yet waits, as a kubelet's would;
 - reporting the pod's status as a kubelet does: Running at once, Ready once the controller answers
   its health path (kwok is told to leave these pods alone, see :func:`lab.kube.cluster.stages`), after
   writing what it serves for others to read (the Sealed Secrets certificate, as ``kubeseal
@@ -23,16 +28,20 @@ Usage: ``python -m lab.kube.runner --kubeconfig FILE --state FILE --logs DIR --p
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,65 +54,109 @@ from lab import procs
 from lab.components import COMPONENTS
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+POD_DIR = "/run/lab-pod"  # the runner's folder for the pod, as the controller sees it
 # The controllers' name server: none, on loopback. A name a controller looks up never becomes a
 # packet to the host's resolver (cluster names such as *.svc.cluster.local mean nothing here).
 RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 TOKEN_SECONDS = 24 * 3600
-
-
-NAME_LABEL = "app.kubernetes.io/name"
+BACKOFF_FIRST, BACKOFF_MAX = 1, 30  # seconds; a kubelet's are 10 and 300 (the lab's tests are shorter)
 
 
 @dataclass(frozen=True)
 class HostController:
-    """A controller whose pods the lab runs as host processes: those labelled ``app.kubernetes.io/name``
-    = ``name`` (as its chart labels them)."""
+    """A controller whose pods the lab runs as host processes: those with label ``label`` = ``name``
+    (as its chart labels them).
+
+    ``listen_flags``: flags whose value is an address; one not on loopback (the binary's default is
+    all interfaces) moves to a free port on 127.0.0.1; one the chart already put on loopback stays.
+    ``port_flags``: flags whose value is a bare port (the binary binds it on every interface, and has
+    no flag for the address): a free port. ``ready``: the URL a kubelet's readiness probe would ask,
+    from the final flags (``{--flag}`` is that flag's value)."""
 
     name: str
     binary: Path
-    listen_flags: tuple[str, ...]  # flags whose value is an address to move to 127.0.0.1
-    ready_flag: str  # the listen flag whose address answers ready_path
-    ready_path: str
-    # a file the controller serves, written where the lab state says, before the pod is Ready
+    ready: str
+    label: str = "app.kubernetes.io/name"
+    listen_flags: tuple[str, ...] = ()
+    port_flags: tuple[str, ...] = ()
+    # a file the controller serves (path on the ready URL's server), written to the lab's publish
+    # folder before the pod is Ready
     publish_path: str | None = None
 
     @property
     def selector(self) -> str:
-        return f"{NAME_LABEL}={self.name}"
+        return f"{self.label}={self.name}"
+
+
+def _keda(name: str) -> Path:
+    return COMPONENTS["keda"].path(name)
 
 
 CONTROLLERS = (
-    HostController("sealed-secrets", COMPONENTS["sealed-secrets"].path("controller"),
-                   ("--listen-addr", "--listen-metrics-addr"), "--listen-addr", "/healthz", "/v1/cert.pem"),
+    HostController("sealed-secrets", COMPONENTS["sealed-secrets"].path("controller"), "http://{--listen-addr}/healthz",
+                   listen_flags=("--listen-addr", "--listen-metrics-addr"), publish_path="/v1/cert.pem"),
+    # KEDA's own manifests label the pod templates app=<name> (no app.kubernetes.io/name)
+    HostController("keda-operator", _keda("keda"), "http://{--health-probe-bind-address}/readyz", label="app",
+                   listen_flags=("--metrics-bind-address", "--health-probe-bind-address",
+                                 "--metrics-service-bind-address")),
+    HostController("keda-metrics-apiserver", _keda("keda-adapter"), "https://{--bind-address}:{--secure-port}/readyz",
+                   label="app", port_flags=("--port",)),
 )
 
 
-def host_run_names() -> list[str]:
-    """The ``app.kubernetes.io/name`` of the pods the runner, not kwok, makes Ready."""
-    return [c.name for c in CONTROLLERS]
+def host_run_labels() -> dict[str, list[str]]:
+    """The labels (label -> values) of the pods the runner, not kwok, makes Ready."""
+    labels: dict[str, list[str]] = {}
+    for controller in CONTROLLERS:
+        labels.setdefault(controller.label, []).append(controller.name)
+    return labels
 
 
-def host_args(args: list[str], listen_flags: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """The container's arguments with each listen address moved to a free port on 127.0.0.1; and the
-    addresses given, by flag."""
-    out, addresses, i = [], {}, 0
+def _on_loopback(address: str) -> bool:
+    return address.rpartition(":")[0].startswith("127.")
+
+
+def host_args(args: list[str], listen_flags: tuple[str, ...], port_flags: tuple[str, ...] = ()
+              ) -> tuple[list[str], dict[str, str]]:
+    """The container's arguments with each listen address off loopback moved to a free port on
+    127.0.0.1, and each port flag given a free port; and the values of those flags, by flag."""
+    out, values, i = [], {}, 0
     while i < len(args):
         arg = args[i]
-        flag, _, value = arg.partition("=")
-        if flag in listen_flags:
-            if not value:
+        flag, equals, value = arg.partition("=")
+        if flag in listen_flags or flag in port_flags:
+            if not equals:
                 i += 1  # the value is the next argument
-            address = f"127.0.0.1:{procs.free_port()}"
-            addresses[flag] = address
-            out.append(f"{flag}={address}")
+                value = args[i] if i < len(args) else ""
+            if flag in port_flags:
+                value = str(procs.free_port())
+            elif not _on_loopback(value):
+                value = f"127.0.0.1:{procs.free_port()}"
+            values[flag] = value
+            out.append(f"{flag}={value}")
         else:
             out.append(arg)
         i += 1
-    for flag in listen_flags:  # the binary's own default would be all interfaces
-        if flag not in addresses:
-            addresses[flag] = f"127.0.0.1:{procs.free_port()}"
-            out.append(f"{flag}={addresses[flag]}")
-    return out, addresses
+    for flag in (*listen_flags, *port_flags):  # not given: the binary's own default is all interfaces
+        if flag not in values:
+            values[flag] = str(procs.free_port()) if flag in port_flags else f"127.0.0.1:{procs.free_port()}"
+            out.append(f"{flag}={values[flag]}")
+    return out, values
+
+
+def flag_values(args: list[str]) -> dict[str, str]:
+    """``--flag=value`` arguments, by flag."""
+    return dict(arg.split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
+
+
+def with_volumes(args: list[str], mounts: dict[str, str]) -> list[str]:
+    """The arguments with each mount path (``mountPath`` -> the folder holding the volume) that
+    starts a path in them replaced by its folder: a container's mount at, say, ``/certs`` cannot be
+    made on this machine without creating ``/certs`` on it."""
+    for mount_path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
+        pattern = re.compile(rf"(?<![\w/.]){re.escape(mount_path.rstrip('/'))}(?=/|$)")
+        args = [pattern.sub(lambda _m, f=folder: f, arg) for arg in args]
+    return args
 
 
 def container_env(container: client.V1Container, pod: client.V1Pod) -> dict[str, str]:
@@ -113,8 +166,8 @@ def container_env(container: client.V1Container, pod: client.V1Pod) -> dict[str,
               "spec.serviceAccountName": pod.spec.service_account_name or "default",
               "spec.nodeName": pod.spec.node_name or ""}
     for var in container.env or []:
-        if var.value is not None:
-            env[var.name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), var.value)
+        if var.value_from is None:  # an empty value is left out of the API's answer: set, and empty
+            env[var.name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), var.value or "")
         elif var.value_from and var.value_from.field_ref and var.value_from.field_ref.field_path in fields:
             env[var.name] = fields[var.value_from.field_ref.field_path]
     return env
@@ -129,6 +182,7 @@ class Runner:
         self.ca = Path(doc["clusters"][0]["cluster"]["certificate-authority"]).read_text()
         self.state, self.logs, self.publish = state, logs, publish
         self.running: dict[str, dict] = {}  # pod uid -> {"proc", "controller", "pod", "addresses", "dir"}
+        self.crashed: dict[str, tuple[int, float]] = {}  # pod uid -> (restarts, when to start it again)
 
     def pods_to_run(self) -> dict[str, tuple[HostController, client.V1Pod]]:
         """The controllers' pods that are scheduled and not being deleted."""
@@ -162,11 +216,11 @@ class Runner:
 
     def check_ready(self, entry: dict) -> None:
         controller = entry["controller_spec"]
-        base = f"http://{entry['addresses'][controller.ready_flag]}"
-        if fetch(base + controller.ready_path) is None:
+        url = controller.ready.format_map(flag_values(entry["args"]))
+        if fetch(url) is None:
             return
         if controller.publish_path:
-            body = fetch(base + controller.publish_path)
+            body = fetch(urllib.parse.urljoin(url, controller.publish_path))
             if body is None:
                 return
             target = self.publish / f"{controller.name}-{Path(controller.publish_path).name}"
@@ -176,33 +230,87 @@ class Runner:
             entry["published"] = str(target)
         self.set_ready(entry, True)
 
+    def volumes(self, pod: client.V1Pod, container: client.V1Container, folder: Path) -> dict[str, Path]:
+        """The container's volumes as folders here (mountPath -> folder), filled as a kubelet fills
+        them: a Secret's or ConfigMap's keys as files, an emptyDir empty. Raises :class:`NotYet` while
+        a Secret or ConfigMap the pod needs does not exist."""
+        by_name = {v.name: v for v in pod.spec.volumes or []}
+        mounts = {}
+        for mount in container.volume_mounts or []:
+            volume = by_name.get(mount.name)
+            if volume is None or mount.sub_path:
+                continue
+            target = folder / "volumes" / mount.name
+            target.mkdir(parents=True, exist_ok=True)
+            source = volume.secret or volume.config_map
+            if source is not None:
+                data = self._volume_data(pod.metadata.namespace, volume)
+                if data is None and not source.optional:
+                    raise NotYet(f"{'Secret' if volume.secret else 'ConfigMap'} for volume {mount.name}")
+                items = {i.key: i.path for i in source.items or []} or {k: k for k in data or {}}
+                for key, path in items.items():
+                    if data and key in data:
+                        (target / path).parent.mkdir(parents=True, exist_ok=True)
+                        (target / path).write_bytes(data[key])
+                        (target / path).chmod(0o400 if volume.secret else 0o444)
+            elif volume.empty_dir is None:
+                continue  # a kind of volume none of the controllers uses
+            mounts[mount.mount_path] = target
+        return mounts
+
+    def _volume_data(self, namespace: str, volume: client.V1Volume) -> dict[str, bytes] | None:
+        try:
+            if volume.secret:
+                secret = self.core.read_namespaced_secret(volume.secret.secret_name, namespace)
+                return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            config_map = self.core.read_namespaced_config_map(volume.config_map.name, namespace)
+            return {k: v.encode() for k, v in (config_map.data or {}).items()}
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
     def start(self, controller: HostController, pod: client.V1Pod) -> dict:
         container = pod.spec.containers[0]
         namespace, account = pod.metadata.namespace, pod.spec.service_account_name or "default"
+        folder = Path(tempfile.mkdtemp(prefix=f"{controller.name}-", dir=self.state.parent))
+        try:
+            mounts = self.volumes(pod, container, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         token = self.core.create_namespaced_service_account_token(account, namespace, {"spec": {
             "expirationSeconds": TOKEN_SECONDS,
             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name,
                                "uid": pod.metadata.uid}}}).status.token
-        secrets = Path(tempfile.mkdtemp(prefix=f"{controller.name}-", dir=self.state.parent))
         files = (("token", token), ("ca.crt", self.ca), ("namespace", namespace), ("resolv.conf", RESOLV_CONF))
         for name, value in files:
-            (secrets / name).write_text(value)
-            (secrets / name).chmod(0o600)
-        args, addresses = host_args(list(container.args or []), controller.listen_flags)
+            (folder / name).write_text(value)
+            (folder / name).chmod(0o600)
+        # a mount at a folder this machine has is made in the controller's mount namespace; one at a
+        # path it lacks is given by its folder here, in the arguments that name it
+        # (seen from inside, the pod's folder is at POD_DIR: a mount on /tmp would hide where it is here)
+        inside = {path: f"{POD_DIR}/{target.relative_to(folder)}" for path, target in mounts.items()}
+        bound = {path: inside[path] for path in mounts if Path(path).is_dir() and path != "/run"}
+        args = with_volumes(list(container.args or []), {p: t for p, t in inside.items() if p not in bound})
+        args, addresses = host_args(args, controller.listen_flags, controller.port_flags)
         host, port = self.server.removeprefix("https://").rsplit(":", 1)
         env = {"PATH": "/usr/bin:/bin", **container_env(container, pod),
                "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
         # the pod's service-account folder, in a mount namespace of the controller's own
-        script = (f'mount -t tmpfs lab-pod /run && mkdir -p {SA_DIR} && cp "$0"/token "$0"/ca.crt "$0"/namespace '
-                  f'{SA_DIR}/ && mount --bind "$0"/resolv.conf /etc/resolv.conf && exec "$@"')
-        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(secrets),
+        binds = "".join(f" && mount --bind {shlex.quote(t)} {shlex.quote(p)}" for p, t in sorted(bound.items()))
+        script = (f'mount -t tmpfs lab-pod /run && mkdir -p {SA_DIR} {POD_DIR} && mount --bind "$0" {POD_DIR} && '
+                  f'cp "$0"/token "$0"/ca.crt "$0"/namespace {SA_DIR}/ && mount --bind "$0"/resolv.conf '
+                  f'/etc/resolv.conf{binds} && exec "$@"')
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(folder),
                 str(controller.binary), *args]
         log = self.logs / f"{controller.name}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
         return {"proc": proc, "controller": controller.name, "controller_spec": controller, "pod_object": pod,
-                "pod": f"{namespace}/{pod.metadata.name}", "addresses": addresses, "dir": secrets, "log": str(log),
-                "ready": False, "restarts": 0, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "pod": f"{namespace}/{pod.metadata.name}", "addresses": addresses, "args": args, "dir": folder,
+                "log": str(log), "ready": False, "restarts": 0,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def stop(self, uid: str) -> None:
         entry = self.running.pop(uid)
@@ -216,6 +324,7 @@ class Runner:
 
     def write_state(self) -> None:
         doc = {entry["controller"]: {"pod": entry["pod"], "pid": entry["proc"].pid, "addresses": entry["addresses"],
+                                     "ready_url": entry["controller_spec"].ready.format_map(flag_values(entry["args"])),
                                      "log": entry["log"], "ready": entry["ready"],
                                      "published": entry.get("published")}
                for entry in self.running.values() if entry["proc"].poll() is None}
@@ -231,14 +340,21 @@ class Runner:
             return
         for uid in [u for u in self.running if u not in wanted]:
             self.stop(uid)
+        for uid in [u for u in self.crashed if u not in wanted]:
+            del self.crashed[uid]
         for uid, (controller, pod) in wanted.items():
             entry = self.running.get(uid)
-            restarts = 0
             if entry is not None and entry["proc"].poll() is not None:  # it exited: start it again, as a kubelet
-                print(f"runner: {entry['controller']} exited ({entry['proc'].returncode}); restarting", flush=True)
                 restarts = entry["restarts"] + 1
+                delay = min(BACKOFF_FIRST * 2 ** (restarts - 1), BACKOFF_MAX)  # kubelet's CrashLoopBackOff
+                print(f"runner: {entry['controller']} exited ({entry['proc'].returncode}); restarting in {delay} s",
+                      flush=True)
+                self.crashed[uid] = (restarts, time.monotonic() + delay)
                 self.stop(uid)
                 entry = None
+            restarts, not_before = self.crashed.get(uid, (0, 0.0))
+            if entry is None and time.monotonic() < not_before:
+                continue
             try:
                 if entry is None:
                     entry = self.running[uid] = self.start(controller, pod)
@@ -246,6 +362,8 @@ class Runner:
                     self.set_ready(entry, False)
                 if not entry["ready"]:
                     self.check_ready(entry)
+            except NotYet as e:  # as a kubelet leaves a pod ContainerCreating
+                print(f"runner: {controller.name} waits for its {e}", file=sys.stderr, flush=True)
             except ApiException as e:
                 print(f"runner: {controller.name}: {e.reason}", file=sys.stderr, flush=True)
         self.write_state()
@@ -264,10 +382,21 @@ class Runner:
                 self.write_state()
 
 
+class NotYet(Exception):
+    """Something a pod needs before its container can start is missing."""
+
+
+# A controller's own serving certificate is not checked by the probe, as a kubelet does not.
+_PROBE_TLS = ssl.create_default_context()
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
+
+
 def fetch(url: str) -> bytes | None:
     """The body of a 200 answer from a controller on loopback, or None."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        context = _PROBE_TLS if url.startswith("https:") else None
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return response.read() if response.status == 200 else None
     except OSError:
         return None

@@ -201,23 +201,26 @@ def test_a_lab_on_the_real_control_plane_starts_and_stops_whole(tmp_path):
         return subprocess.run([sys.executable, "-m", "lab", "--dir", str(tmp_path / "lab"), *args], cwd=REPO,
                               capture_output=True, text=True, timeout=300, check=False)
 
-    up = cli("up", "--kube", "real")
+    up = cli("up")
     assert up.returncode == 0, up.stdout + up.stderr
-    assert "Kubernetes (real):" in up.stdout
+    assert f"Kubernetes v{KUBERNETES}:" in up.stdout
     state = json.loads((tmp_path / "lab" / "state.json").read_text())
-    assert state["kube"]["kind"] == "real" and state["kube"]["version"] == f"v{KUBERNETES}"
+    assert state["kube"]["version"] == f"v{KUBERNETES}"
     names = {p["name"] for p in state["processes"]}
     assert {"moto", "postgres", "kube:kube-apiserver", "kube:etcd", "kube-runner"} <= names
     pids = [p["pid"] for p in state["processes"]]
     children = [c.pid for p in pids for c in psutil.Process(p).children(recursive=True)]
     status = cli("status")
     assert status.returncode == 0 and "lab is up" in status.stdout, status.stdout
-    # KEDA's CRDs, from its module at the version the lab runs, established
+    # the add-ons' CRDs, from their modules at the versions the lab runs, established
     crds = client.ApiextensionsV1Api(config.new_client_from_config(state["kube"]["kubeconfig"]))
     names = {c.metadata.name for c in crds.list_custom_resource_definition().items}
-    assert {"scaledobjects.keda.sh", "triggerauthentications.keda.sh"} <= names
+    assert {"scaledobjects.keda.sh", "triggerauthentications.keda.sh", "sealedsecrets.bitnami.com"} <= names
+    # the KEDA chart assembled at start, with the certificate it made
+    assert (tmp_path / "lab" / "charts" / "keda" / "Chart.yaml").is_file()
     down = cli("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert [p for p in pids + children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"] == []
     assert not (tmp_path / "lab" / "state.json").exists()
     assert not (tmp_path / "lab" / "kwok").exists()
+    assert not (tmp_path / "lab" / "charts").exists()  # nor the chart, which held a private key

@@ -1,11 +1,11 @@
-"""The lab's Kubernetes stand-in, driven by kubernetes.core, kubectl and helm 3."""
+"""The lab's Kubernetes (the real API server and controllers, kwok's nodes), driven by kubernetes.core,
+kubectl and helm 3: what the roles rely on, and kwok's pod life cycle as the lab configures it."""
 
 from __future__ import annotations
 
 import base64
 import os
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from lab.kube import status
-from lab.kube.emulator import label_selector_matches
+from lab.kube.cluster import FAILING_IMAGE
 
 CHARTS = Path(__file__).parent / "charts"
 K8S_DEFAULTS = {"group/kubernetes.core.k8s": {"kubeconfig": "{{ dbos_kubeconfig }}"}}
@@ -31,22 +30,6 @@ def namespace(kube):
     client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
     yield name
     client.CoreV1Api(kube).delete_namespace(name)
-
-
-@pytest.fixture
-def status_policy(kube):
-    """Set the status stand-in's policy for one test (see lab/kube/status.py)."""
-    core = client.CoreV1Api(kube)
-
-    def set_policy(**data):
-        body = {"metadata": {"name": status.POLICY_NAME}, "data": {k: str(v) for k, v in data.items()}}
-        try:
-            core.replace_namespaced_config_map(status.POLICY_NAME, status.POLICY_NAMESPACE, body)
-        except client.ApiException:
-            core.create_namespaced_config_map(status.POLICY_NAMESPACE, body)
-
-    yield set_policy
-    core.delete_namespaced_config_map(status.POLICY_NAME, status.POLICY_NAMESPACE)
 
 
 def test_namespace_secret_and_scaledobject_apply_read_back_and_are_idempotent(ansible, kube):
@@ -96,38 +79,48 @@ def test_check_mode_creates_nothing(ansible, kube, namespace):
     assert client.CoreV1Api(kube).list_namespaced_config_map(namespace).items == []
 
 
-def test_job_wait_returns_when_the_status_stand_in_completes_it(ansible, kube, namespace, status_policy):
-    status_policy(mode="manual")
+def test_job_wait_returns_once_the_job_controller_completes_it(ansible, kube, namespace):
+    """kwok marks the Job's pod Succeeded (it runs nothing); the real Job controller then completes the
+    Job, which is what kubernetes.core's wait waits for."""
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": namespace},
            "spec": {"backoffLimit": 1, "template": {"spec": {"restartPolicy": "Never", "containers": [
                {"name": "m", "image": "busybox:1.36", "args": ["true"]}]}}}}
-    waiting = play({"name": "Run the Job", "kubernetes.core.k8s": {
+    result = ansible.run(play({"name": "Run the Job", "kubernetes.core.k8s": {
         "definition": job, "wait": True, "wait_condition": {"type": "Complete", "status": "True"},
-        "wait_timeout": 60, "wait_sleep": 1}})
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("result", ansible.run(waiting)), daemon=True)
-    runner.start()
-    batch = client.BatchV1Api(kube)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        jobs = batch.list_namespaced_job(namespace).items
-        if jobs:
-            break
-        time.sleep(0.2)
-    time.sleep(2)
-    assert runner.is_alive(), "the playbook returned before the Job was marked complete"
-    unmarked = batch.read_namespaced_job("migrate", namespace).status
-    assert unmarked is None or not unmarked.conditions
-
-    status.mark_job(batch, namespace, "migrate")
-    runner.join(60)
-    result = outcome["result"]
+        "wait_timeout": 60, "wait_sleep": 1}}))
     assert result.ok, result.explain()
-    conditions = result.task("Run the Job")["result"]["status"]["conditions"]
-    assert {"type": "Complete", "status": "True"}.items() <= conditions[-1].items()
+    done = result.task("Run the Job")["result"]["status"]
+    assert done["succeeded"] == 1 and done["completionTime"]
+    assert {"type": "Complete", "status": "True"}.items() <= done["conditions"][-1].items()
+    [pod] = client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector="job-name=migrate").items
+    assert pod.status.phase == "Succeeded"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 0
 
 
-def test_deployment_becomes_available_after_the_stand_in_delay(ansible, namespace, lab):
+def test_a_job_running_the_failing_image_fails_after_its_retries(kube, namespace):
+    """The lab's one way to fail a Job while kwok runs no container: its pods exit 1 (stage
+    lab-pod-fail), the Job controller retries backoffLimit times, then fails the Job."""
+    batch = client.BatchV1Api(kube)
+    for name, image in (("doomed", FAILING_IMAGE), ("fine", "busybox:1.36")):
+        batch.create_namespaced_job(namespace, {"metadata": {"name": name}, "spec": {"backoffLimit": 1, "template": {
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image}]}}}})
+    deadline = time.monotonic() + 60
+    outcome = {}
+    while time.monotonic() < deadline and len(outcome) < 2:
+        for job in batch.list_namespaced_job(namespace).items:
+            conditions = (job.status.conditions if job.status else None) or []
+            done = [(c.type, c.reason) for c in conditions if c.type in ("Complete", "Failed") and c.status == "True"]
+            if done:
+                outcome[job.metadata.name] = done[0]
+        time.sleep(0.5)
+    assert outcome == {"doomed": ("Failed", "BackoffLimitExceeded"), "fine": ("Complete", None)}
+    pods = client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector="job-name=doomed").items
+    assert len(pods) == 2  # the first try and one retry
+    assert {p.status.phase for p in pods} == {"Failed"}
+    assert {p.status.container_statuses[0].state.terminated.exit_code for p in pods} == {1}
+
+
+def test_deployment_becomes_available_once_kwok_makes_its_pods_ready(ansible, namespace, lab):
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": namespace},
                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
                       "metadata": {"labels": {"app": "web"}},
@@ -138,24 +131,6 @@ def test_deployment_becomes_available_after_the_stand_in_delay(ansible, namespac
     st = result.task("Deploy")["result"]["status"]
     assert st["availableReplicas"] == st["readyReplicas"] == 2
     assert st["observedGeneration"] == result.task("Deploy")["result"]["metadata"]["generation"]
-
-
-def test_failed_jobs_by_policy(kube, namespace, status_policy):
-    status_policy(mode="auto", delaySeconds="0", failJobs="doomed-*")
-    batch = client.BatchV1Api(kube)
-    for name in ("doomed-1", "fine-1"):
-        batch.create_namespaced_job(namespace, {"metadata": {"name": name}, "spec": {"template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})
-    deadline = time.monotonic() + 20
-    outcome = {}
-    while time.monotonic() < deadline and len(outcome) < 2:
-        for job in batch.list_namespaced_job(namespace).items:
-            conditions = (job.status.conditions if job.status else None) or []
-            done = [c.type for c in conditions if c.type in ("Complete", "Failed")]
-            if done:
-                outcome[job.metadata.name] = done[0]
-        time.sleep(0.2)
-    assert outcome == {"doomed-1": "Failed", "fine-1": "Complete"}
 
 
 def test_helm_install_upgrade_uninstall_of_a_local_chart(ansible, kube, tmp_path):
@@ -206,52 +181,3 @@ def test_crds_are_registered(kube):
     assert {c.metadata.name for c in crds} >= {
         "scaledobjects.keda.sh", "triggerauthentications.keda.sh", "sealedsecrets.bitnami.com"}
     assert all(any(c.type == "Established" and c.status == "True" for c in crd.status.conditions) for crd in crds)
-
-
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("", True), ("app=web", True), ("app==web", True), ("app!=web", False), ("app", True), ("!app", False),
-    ("app in (web,db)", True), ("app notin (web)", False), ("tier", False), ("app=web,tier!=x", True),
-    ("app in (db, cache),tier", False),
-])
-def test_label_selectors(selector, expected):
-    assert label_selector_matches(selector, {"app": "web"}) is expected
-
-
-def test_the_keda_stand_in_reconciles_the_others_when_one_scaledobject_fails():
-    """A ScaledObject can outlive its namespace here (the emulator collects no garbage): its 404 must not stop
-    the stand-in from making the other ScaledObjects' HPAs, as KEDA reconciles each on its own."""
-    from kubernetes import client as k8s
-
-    from lab.kube.keda import KedaController
-
-    def scaled(namespace):
-        return {"metadata": {"name": "so", "namespace": namespace, "uid": namespace, "generation": 1},
-                "spec": {"scaleTargetRef": {"name": "app"}, "triggers": []}}
-
-    class Apps:
-        def list_deployment_for_all_namespaces(self, label_selector):
-            return type("L", (), {"items": ["keda-operator"]})()
-
-        def read_namespaced_deployment(self, name, namespace):
-            raise k8s.ApiException(status=404)
-
-    made = []
-
-    class Autoscaling:
-        def create_namespaced_horizontal_pod_autoscaler(self, namespace, body):
-            if namespace == "gone":
-                raise k8s.ApiException(status=404, reason="namespaces \"gone\" not found")
-            made.append((namespace, body["metadata"]["name"]))
-
-    class Custom:
-        def list_cluster_custom_object(self, group, version, plural):
-            return {"items": [scaled("gone"), scaled("live")]}
-
-        def patch_namespaced_custom_object_status(self, *args):
-            pass
-
-    controller = KedaController.__new__(KedaController)
-    controller.apps, controller.autoscaling, controller.custom, controller.done = Apps(), Autoscaling(), Custom(), {}
-    controller.step(enabled=True)
-    assert made == [("live", "keda-hpa-so")]
-    assert controller.done == {"gone": 1, "live": 1}  # the orphan is not retried on every step

@@ -46,9 +46,8 @@ def test_password_is_required_over_tcp(lab):
 
 def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab, request):
     lab_dir = tmp_path / "cli-lab"
-    # the default lab (the emulator's), whatever the session's lab is
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DBOS_LAB_STATE", "DBOS_LAB_KUBE", "MAKEFLAGS", "MAKELEVEL")}
+    # a lab of its own, whatever the session's lab is
+    env = {k: v for k, v in os.environ.items() if k not in ("DBOS_LAB_STATE", "MAKEFLAGS", "MAKELEVEL")}
 
     def make(target):
         return subprocess.run(["make", "--no-print-directory", target, f"LAB_DIR={lab_dir}"], cwd=REPO, env=env,
@@ -62,7 +61,10 @@ def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab, request
     pids = [p["pid"] for p in state["processes"]]
     ports = [state["postgres"]["port"], int(state["aws"]["endpoint"].rsplit(":", 1)[1]),
              int(state["kube"]["server"].rsplit(":", 1)[1])]
-    assert len(pids) == 4 and all(psutil.pid_exists(p) for p in pids)
+    names = {p["name"] for p in state["processes"]}
+    assert {"moto", "postgres", "kube:etcd", "kube:kube-apiserver", "kube:kube-controller-manager",
+            "kube:kube-scheduler", "kube:kwok-controller", "kube-runner"} == names
+    assert all(psutil.pid_exists(p) for p in pids)
     # a second lab beside the session's: nothing shared
     assert not set(ports) & {lab.postgres["port"], int(lab.aws["endpoint"].rsplit(":", 1)[1])}
     children = [c.pid for p in pids for c in psutil.Process(p).children(recursive=True)]

@@ -1,9 +1,10 @@
 """Role dbos.deploy.secrets (and module dbos.deploy.sealed_secret) on the lab.
 
-The lab's Sealed Secrets stand-in (lab/kube/sealed.py) plays the controller: it holds the private key,
-serves the certificate through the API's service proxy and unseals SealedSecrets into Secrets. Its
-decryption is written from the controller's source, independently of the collection's sealing code; the
-npm package @linode/kubeseal-encrypt (tests/crosscheck) is a third implementation, checked against it.
+The lab runs the real Sealed Secrets controller (lab/kube/runner.py), installed from its own chart by
+the addons role: it makes the key, and unseals SealedSecrets into Secrets. The tests also open the
+sealed values with that key through a second decryptor written from the controller's source
+(tests/unit/plugins/module_utils/sealed_reference.py), to check each scope's label; the npm package
+@linode/kubeseal-encrypt (tests/crosscheck) is a third sealing implementation, checked against both.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from kubernetes import client
 
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
-from lab.kube.sealed import KEY_LABEL, UnsealError, hybrid_decrypt, load_private_key
 from tests.roles.manifests import validation_errors
+from tests.unit.plugins.module_utils.sealed_reference import UnsealError, hybrid_decrypt, load_private_key
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.addons", "dbos.deploy.secrets"]}]
 CROSSCHECK = REPO / "tests" / "crosscheck"
+KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"  # the label of the controller's key Secrets
 
 
 def value(prefix: str) -> str:
@@ -138,8 +140,9 @@ def test_values_sealed_by_the_module_open_with_the_controllers_key_in_every_scop
 
 
 def test_a_second_implementation_agrees(converged, kube):
-    """@linode/kubeseal-encrypt seals (namespace-wide); the controller stand-in's decryptor opens it, and
-    the stand-in unseals a SealedSecret made of it into a Secret, as with the module's output."""
+    """@linode/kubeseal-encrypt seals (namespace-wide); the reference decryptor opens it with the
+    controller's key, and the controller unseals a SealedSecret made of it into a Secret, as with the
+    module's output."""
     probe = value("npm")
     request = json.dumps({"publicKeyPem": controller_public_key_pem(kube), "namespace": "dbos", "value": probe})
     sealed = subprocess.run(["node", str(CROSSCHECK / "seal.mjs")], input=request, capture_output=True, text=True,
@@ -161,7 +164,7 @@ def test_a_second_implementation_agrees(converged, kube):
         except client.ApiException:
             time.sleep(0.5)
     else:
-        pytest.fail("the controller stand-in did not unseal the npm-sealed SealedSecret")
+        pytest.fail("the controller did not unseal the npm-sealed SealedSecret")
 
 
 def test_second_run_changes_nothing_and_files_stay_byte_identical(converged, runner, base_vars, sealed_dir):

@@ -1,29 +1,41 @@
-"""playbooks/site.yml on a lab whose Kubernetes is the real control plane (``Lab.up(kube="real")``):
-the real API server (RBAC, admission, strict field validation by kubernetes.core's server-side
-apply), the real Sealed Secrets controller unsealing the roles' SealedSecrets, real controllers
-rolling out the Deployment and finalizing the namespace at teardown. While the site converges, every
-TCP connection of every lab process is sampled: none may have a peer outside 127.0.0.0/8."""
+"""playbooks/site.yml on the lab's real control plane, with the postgresql trigger: the real API
+server (RBAC, admission, strict field validation by kubernetes.core's server-side apply), the real
+Sealed Secrets controller unsealing the roles' SealedSecrets, the real KEDA operator and metrics
+adapter (through the aggregation layer) reading the queue from the lab's PostgreSQL as the read-only
+role, real controllers rolling out the Deployment and finalizing the namespace at teardown. While
+the site converges, every TCP connection of every lab process is sampled: none may have a peer
+outside 127.0.0.0/8."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import ipaddress
+import json
 import os
+import subprocess
 import threading
 import time
+import urllib.parse
+from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
+from dbos import DBOSClient
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO, Lab
+from tests.sample_app.harness import wait_for
 
 SITE = REPO / "playbooks" / "site.yml"
 TEARDOWN = REPO / "playbooks" / "teardown.yml"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+# the trigger KEDA can reach here: the lab's PostgreSQL (the metrics-api trigger's app pods do not run)
+POSTGRESQL = {"keda_trigger": "postgresql"}
+SCALED_OBJECT = "dbos-app-scaledobject"
 
 
 class ConnectionSampler(threading.Thread):
@@ -74,12 +86,12 @@ def _loopback(ip: str) -> bool:
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("real-site")
-    lab = Lab.up(workdir / "lab", kube="real")
+    lab = Lab.up(workdir / "lab")
     sampler = ConnectionSampler(lab)
     sampler.start()
     try:
         runner = AnsibleRunner(lab, workdir)
-        first = runner.run(SITE)
+        first = runner.run(SITE, extra_vars=POSTGRESQL)
         sampler.done.set()
         sampler.join()
         yield lab, runner, first, sampler
@@ -94,7 +106,8 @@ def test_the_site_converges_with_no_packet_off_loopback(converged):
     assert first.changed > 0
     assert sampler.samples > 20
     # processes with long-lived connections, seen in every sample run (PostgreSQL's are too brief to count on)
-    assert {"kube-apiserver", "kube-controller-manager", "controller"} <= sampler.seen, sampler.seen
+    assert {"kube-apiserver", "kube-controller-manager", "controller", "keda", "keda-adapter"} <= sampler.seen, \
+        sampler.seen
     assert sampler.foreign == set()
 
 
@@ -114,16 +127,63 @@ def test_the_real_controller_unsealed_the_secrets(converged):
     password = hashlib.sha256(base64.b64decode(admin.data["password"])).hexdigest()  # compared by hash
     assert password == hashlib.sha256(lab.postgres["password"].encode()).hexdigest()
     # the controller that did it is the real one, run for its pod by the lab's runner
-    assert lab.kube["kind"] == "real"
+    controllers = json.loads(Path(lab.kube["runner_state"]).read_text())
+    assert controllers["sealed-secrets"]["ready"] and controllers["sealed-secrets"]["pod"].startswith("kube-system/")
 
 
 def test_a_second_run_and_check_mode_change_nothing(converged):
     _, runner, first, _ = converged
     assert first.ok, first.explain()
     for check in (False, True):
-        again = runner.run(SITE, check=check)
+        again = runner.run(SITE, check=check, extra_vars=POSTGRESQL)
         assert again.ok, again.explain()
         assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+def external_metric(lab: Lab) -> tuple[str, list[dict]]:
+    """The HPA's metric name, and what the API server answers for it: the aggregation layer's route to
+    KEDA's metrics adapter, as ``kubectl get --raw`` asks it and as the HPA controller does."""
+    api = config.new_client_from_config(lab.kube["kubeconfig"])
+    hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(f"keda-hpa-{SCALED_OBJECT}", "dbos")
+    name = hpa.spec.metrics[0].external.metric.name
+    selector = urllib.parse.quote(f"scaledobject.keda.sh/name={SCALED_OBJECT}")
+    raw = subprocess.run([lab.state["tools"]["kubectl"], "get", "--raw",
+                          f"/apis/external.metrics.k8s.io/v1beta1/namespaces/dbos/{name}?labelSelector={selector}"],
+                         env={**os.environ, **lab.env()}, capture_output=True, text=True, timeout=30, check=False)
+    assert raw.returncode == 0, raw.stderr
+    return name, json.loads(raw.stdout)["items"]
+
+
+def test_keda_accepts_the_scaled_object_and_counts_the_queue_as_the_reader(converged):
+    """KEDA reports the ScaledObject Ready and made its HPA (the role checked both: keda_verify_hpa is
+    true on the lab for this trigger); the metric KEDA serves through the aggregation layer is the
+    bounded count of the workflows enqueued in the lab's PostgreSQL, from a connection of the
+    read-only role."""
+    lab, _, first, _ = converged
+    assert first.ok, first.explain()
+    assert first.task("Check that the HPA scales the Deployment within the bounds")["msg"].startswith(
+        "KEDA scales dbos-app with keda-hpa-dbos-app-scaledobject between 1 and 10 replicas")
+    api = config.new_client_from_config(lab.kube["kubeconfig"])
+    scaled = client.CustomObjectsApi(api).get_namespaced_custom_object("keda.sh", "v1alpha1", "dbos", "scaledobjects",
+                                                                       SCALED_OBJECT)
+    assert {"type": "Ready", "status": "True"}.items() <= next(
+        c for c in scaled["status"]["conditions"] if c["type"] == "Ready").items()
+    name, items = external_metric(lab)
+    assert name == "s0-postgresql" and [i["value"] for i in items] == ["0"]
+
+    admin = lab.postgres["admin_url"].rsplit("/", 1)[0] + "/dbos_app"
+    dbos = DBOSClient(system_database_url=admin, application_name="dbos-app")
+    try:
+        for _ in range(7):
+            dbos.enqueue({"queue_name": "taskQueue", "workflow_name": "sleep_workflow"}, 3600)
+    finally:
+        dbos.destroy()
+    # KEDA asks the database on each request (no cache by default): 7 waiting, under the bound of 20
+    wait_for(lambda: external_metric(lab)[1][0]["value"] == "7", 30, "KEDA's metric to count 7 workflows")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        users = {row[0] for row in conn.execute(
+            "SELECT usename FROM pg_stat_activity WHERE datname = 'dbos_app' AND pid <> pg_backend_pid()")}
+    assert "dbos_queue_reader" in users, users
 
 
 def test_teardown_deletes_the_namespace_for_real(converged):

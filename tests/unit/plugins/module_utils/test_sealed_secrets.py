@@ -1,5 +1,6 @@
-"""Unit tests for plugins/module_utils/sealed_secrets.py. Decryption goes through the lab's controller
-stand-in (lab/kube/sealed.py), a separate implementation written from the controller's source."""
+"""Unit tests for plugins/module_utils/sealed_secrets.py. Decryption goes through sealed_reference.py
+beside this file, a separate implementation written from the controller's source (the real
+controller opens the collection's SealedSecrets in tests/lab/test_runner.py and tests/roles)."""
 
 import base64
 import struct
@@ -7,7 +8,13 @@ import struct
 import pytest
 from ansible_collections.dbos.deploy.plugins.module_utils import sealed_secrets as ss
 
-from lab.kube.sealed import UnsealError, generate_key, hybrid_decrypt, load_private_key, unseal
+from tests.unit.plugins.module_utils.sealed_reference import (
+    UnsealError,
+    generate_key,
+    hybrid_decrypt,
+    load_private_key,
+    unseal,
+)
 
 
 @pytest.fixture(scope="module")
