@@ -34,7 +34,7 @@ COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	$(shell find plugins roles playbooks changelogs meta tests/unit tests/sanity -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
 .PHONY: help install venv tools crosscheck collection constraints lab-build lab-up lab-down lab-status lint test test-all demo \
-	demo-teardown molecule bench-site bench-infrastructure bench-queue-depth bench-sample-app clean
+	demo-teardown molecule bench-site bench-infrastructure bench-queue-depth bench-sample-app bench-lab clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -75,7 +75,7 @@ constraints: ## re-resolve constraints.txt from requirements.txt (needs the pack
 lab-build: venv ## build the real Kubernetes control plane, kwok, Sealed Secrets and KEDA from Go modules into the cache (once per machine)
 	$(BIN)/python -m lab.build
 
-lab-up: install ## start a lab in $(LAB_DIR) (moto, Kubernetes emulator, PostgreSQL 16)
+lab-up: install lab-build ## start a lab in $(LAB_DIR) (moto, the real Kubernetes control plane and add-on controllers, PostgreSQL 16)
 	$(BIN)/python -m lab --dir $(LAB_DIR) up
 
 lab-status: venv ## is the lab in $(LAB_DIR) up and answering?
@@ -104,7 +104,7 @@ test: lint lab-build ## lint, then every test but the per-role molecule scenario
 test-all: lint lab-build ## lint, then every test, the per-role molecule scenarios included (about 7 minutes more)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-demo: install ## the main job on the lab: lab up, site.yml, resources, the sample app and queue_depth answering
+demo: install lab-build ## the main job on the lab: lab up, site.yml, resources, the sample app and queue_depth answering
 	$(BIN)/python -m lab.demo --dir $(LAB_DIR)
 
 demo-teardown: install ## tear down what the demo deployed (playbooks/teardown.yml), then stop the lab
@@ -112,7 +112,7 @@ demo-teardown: install ## tear down what the demo deployed (playbooks/teardown.y
 		-e dbos_teardown_confirm=dbos-app-cluster
 	$(BIN)/python -m lab --dir $(LAB_DIR) down
 
-molecule: install ## molecule test of SCENARIOS (default: default) against the running lab in LAB_DIR
+molecule: install lab-build ## molecule test of SCENARIOS (default: default) against the running lab in LAB_DIR
 	$(BIN)/python -m lab.molecule --dir $(LAB_DIR) $(SCENARIOS)
 
 bench-site: install ## site.yml on a fresh lab: first converge, idempotent re-run, the 10 slowest tasks, module runs
@@ -123,6 +123,9 @@ bench-infrastructure: install ## eks + rds on the lab: first converge, re-run, t
 
 bench-queue-depth: install ## queue depth, bounded and exact, module and /metrics, at 0/10k/100k/1M queued vs the list API
 	$(BIN)/python tests/bench/queue_depth.py
+
+bench-lab: install lab-build ## the lab: start-up time over 3 starts, memory by process with the site converged
+	$(BIN)/python tests/bench/lab.py
 
 bench-sample-app: install ## sample app: /enqueue throughput vs direct enqueue, /metrics latency at 10k queued
 	$(BIN)/python tests/bench/sample_app.py

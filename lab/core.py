@@ -197,11 +197,9 @@ def _kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict,
     facts, plane = cluster.start(directory, tool("kubectl"))
     started.extend(plane)
     clear_discovery_cache(facts["server"])
-    keda, sealed = COMPONENTS["keda"], COMPONENTS["sealed-secrets"]
     # the add-ons' CRDs, from their modules, before anything: so a role can be tested on its own
     # (the charts carry the same CRDs, which helm then leaves as they are)
-    for folder in (build.module_dir(keda.module, keda.version) / "config" / "crd" / "bases",
-                   build.module_dir(sealed.module, sealed.version) / "helm" / "sealed-secrets" / "crds"):
+    for folder in cluster.addon_crd_folders():
         cluster.apply_crds(facts["kubeconfig"], folder)
     runner_state = directory / "runner.json"
     started.append(procs.spawn(
@@ -209,6 +207,7 @@ def _kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict,
                                            "--state", str(runner_state), "--logs", str(logs),
                                            "--publish", str(directory / "published")),
         logs / "kube-runner.log", env={"PYTHONPATH": str(REPO)}))
+    sealed = COMPONENTS["sealed-secrets"]
     keda_facts = keda_chart.assemble(directory / "charts" / "keda")
     charts = {
         # the real chart, from the controller's own module at the version the lab runs
@@ -217,7 +216,8 @@ def _kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict,
         "keda": keda_facts["chart"],
     }
     # written by the runner once the controller answers, before its pod is Ready
-    certificate = directory / "published" / "sealed-secrets-cert.pem"
+    # (of the controller in kube-system, where the addons role installs it, as the guide does)
+    certificate = directory / "published" / "kube-system" / "sealed-secrets-cert.pem"
     return {**facts, "runner_state": str(runner_state), "sealed_secrets_cert": str(certificate),
             "keda": keda_facts}, charts
 

@@ -179,6 +179,16 @@ def get(server: str, path: str, context: ssl.SSLContext, timeout: float = 5) -> 
         return 0, b""
 
 
+def addon_crd_folders() -> list[Path]:
+    """The add-ons' CustomResourceDefinitions, in the Go modules of the versions the lab runs: KEDA's
+    (``config/crd/bases``) and Sealed Secrets' (its chart's ``crds``)."""
+    from lab import build
+
+    keda, sealed = COMPONENTS["keda"], COMPONENTS["sealed-secrets"]
+    return [build.module_dir(keda.module, keda.version) / "config" / "crd" / "bases",
+            build.module_dir(sealed.module, sealed.version) / "helm" / "sealed-secrets" / "crds"]
+
+
 def apply_crds(kubeconfig: str, folder: Path, timeout: float = 30) -> list[str]:
     """Create the CustomResourceDefinitions of every YAML file in ``folder`` (an upstream module's own,
     at the version the lab runs) and wait until each is Established; their names."""

@@ -19,7 +19,7 @@ lab runs the real binary (built by ``make lab-build``) in the pod's place, as a 
 - reporting the pod's status as a kubelet does: Running at once, Ready once the controller answers
   its health path (kwok is told to leave these pods alone, see :func:`lab.kube.cluster.stages`), after
   writing what it serves for others to read (the Sealed Secrets certificate, as ``kubeseal
-  --fetch-cert`` would save it) into the ``--publish`` folder;
+  --fetch-cert`` would save it) into the ``--publish`` folder, under the pod's namespace;
 - until the pod is deleted (a replaced pod gets a new token), restarted if it exits.
 
 Usage: ``python -m lab.kube.runner --kubeconfig FILE --state FILE --logs DIR --publish DIR``.
@@ -223,7 +223,9 @@ class Runner:
             body = fetch(urllib.parse.urljoin(url, controller.publish_path))
             if body is None:
                 return
-            target = self.publish / f"{controller.name}-{Path(controller.publish_path).name}"
+            namespace = entry["pod"].split("/")[0]
+            target = self.publish / namespace / f"{controller.name}-{Path(controller.publish_path).name}"
+            target.parent.mkdir(exist_ok=True)
             tmp = target.with_suffix(".tmp")
             tmp.write_bytes(body)
             tmp.replace(target)
@@ -323,11 +325,14 @@ class Runner:
         shutil.rmtree(entry["dir"], ignore_errors=True)
 
     def write_state(self) -> None:
-        doc = {entry["controller"]: {"pod": entry["pod"], "pid": entry["proc"].pid, "addresses": entry["addresses"],
-                                     "ready_url": entry["controller_spec"].ready.format_map(flag_values(entry["args"])),
-                                     "log": entry["log"], "ready": entry["ready"],
-                                     "published": entry.get("published")}
-               for entry in self.running.values() if entry["proc"].poll() is None}
+        # by <namespace>/<controller>: a second release of a chart runs a second controller
+        doc = {}
+        for entry in self.running.values():
+            if entry["proc"].poll() is None:
+                doc[f"{entry['pod'].split('/')[0]}/{entry['controller']}"] = {
+                    "pod": entry["pod"], "pid": entry["proc"].pid, "addresses": entry["addresses"],
+                    "ready_url": entry["controller_spec"].ready.format_map(flag_values(entry["args"])),
+                    "log": entry["log"], "ready": entry["ready"], "published": entry.get("published")}
         tmp = self.state.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2))
         tmp.replace(self.state)

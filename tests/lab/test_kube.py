@@ -76,7 +76,9 @@ def test_check_mode_creates_nothing(ansible, kube, namespace):
         "data": {"a": "b"}}}}), check=True)
     assert result.ok, result.explain()
     assert result.changed == 1
-    assert client.CoreV1Api(kube).list_namespaced_config_map(namespace).items == []
+    # the real root-CA publisher puts kube-root-ca.crt in every namespace
+    assert [c.metadata.name for c in client.CoreV1Api(kube).list_namespaced_config_map(namespace).items] == [
+        "kube-root-ca.crt"]
 
 
 def test_job_wait_returns_once_the_job_controller_completes_it(ansible, kube, namespace):
@@ -113,7 +115,7 @@ def test_a_job_running_the_failing_image_fails_after_its_retries(kube, namespace
             if done:
                 outcome[job.metadata.name] = done[0]
         time.sleep(0.5)
-    assert outcome == {"doomed": ("Failed", "BackoffLimitExceeded"), "fine": ("Complete", None)}
+    assert outcome == {"doomed": ("Failed", "BackoffLimitExceeded"), "fine": ("Complete", "CompletionsReached")}
     pods = client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector="job-name=doomed").items
     assert len(pods) == 2  # the first try and one retry
     assert {p.status.phase for p in pods} == {"Failed"}
@@ -156,7 +158,7 @@ def test_helm_install_upgrade_uninstall_of_a_local_chart(ansible, kube, tmp_path
         "binary_path": "{{ addons_helm_binary }}"}}), env=helm_env)
     assert remove.ok, remove.explain()
     assert remove.task("Uninstall")["changed"]
-    assert [c.metadata.name for c in core.list_namespaced_config_map("smoke-helm").items] == []
+    assert [c.metadata.name for c in core.list_namespaced_config_map("smoke-helm").items] == ["kube-root-ca.crt"]
 
 
 def test_kubectl_and_helm_cli_work(lab, tmp_path):

@@ -44,7 +44,7 @@ def sealed(tmp_path_factory):
                                     "--kubeconfig", facts["kubeconfig"], "--wait", "--timeout", "60s"],
                                    capture_output=True, text=True, check=False)
         assert installed.returncode == 0, installed.stderr
-        controller = json.loads(state.read_text())["sealed-secrets"]
+        controller = json.loads(state.read_text())["kube-system/sealed-secrets"]
         assert controller["ready"], controller
         cert_url = f"http://{controller['addresses']['--listen-addr']}/v1/cert.pem"
         pem = runner.fetch(cert_url)
@@ -63,7 +63,7 @@ def test_the_controller_runs_as_its_pods_service_account(sealed):
     status = client.CoreV1Api(sealed["api"]).read_namespaced_pod(pod, namespace).status
     assert (status.phase, status.pod_ip) == ("Running", "127.0.0.1")
     assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
-    assert Path(controller["published"]) == sealed["published"] / "sealed-secrets-cert.pem"
+    assert Path(controller["published"]) == sealed["published"] / "kube-system" / "sealed-secrets-cert.pem"
     assert Path(controller["published"]).read_bytes() == sealed["pem"]
     # the key it generated, in a Secret only its RBAC lets it write
     keys = client.CoreV1Api(sealed["api"]).list_namespaced_secret(
@@ -119,3 +119,33 @@ def test_what_the_collection_seals_the_real_controller_opens(sealed):
     [condition] = wait_for(refused, 30, "the controller to refuse the moved SealedSecret")
     assert "decrypt" in condition.get("message", "").lower(), condition
     assert read_or_none(core.read_namespaced_secret, "app-db", other) is None
+
+
+def test_listen_addresses_move_to_loopback_and_loopback_ones_stay():
+    args, values = runner.host_args(
+        ["--listen-addr", ":8080", "--metrics-service-bind-address=127.0.0.1:9666", "--leader-elect", "--port=8080"],
+        ("--listen-addr", "--metrics-service-bind-address", "--health-probe-bind-address"), ("--port",))
+    host, port = values["--listen-addr"].rsplit(":", 1)
+    assert host == "127.0.0.1" and port != "8080"
+    assert values["--metrics-service-bind-address"] == "127.0.0.1:9666"  # the chart put it on loopback
+    assert values["--health-probe-bind-address"].startswith("127.0.0.1:")  # not given: the default is :8081
+    assert values["--port"].isdigit() and values["--port"] != "8080"
+    assert args == [f"--listen-addr={values['--listen-addr']}", "--metrics-service-bind-address=127.0.0.1:9666",
+                    "--leader-elect", f"--port={values['--port']}",
+                    f"--health-probe-bind-address={values['--health-probe-bind-address']}"]
+
+
+def test_a_mount_path_in_the_arguments_becomes_the_volumes_folder():
+    mounts = {"/certs": "/run/lab-pod/volumes/certificates", "/certs/extra": "/run/lab-pod/volumes/extra"}
+    assert runner.with_volumes(["--cert-dir=/certs", "--tls-cert-file=/certs/tls.crt", "--ca=/certs/extra/ca.crt",
+                                "--other=/certsx/a", "--path=/x/certs"], mounts) == [
+        "--cert-dir=/run/lab-pod/volumes/certificates", "--tls-cert-file=/run/lab-pod/volumes/certificates/tls.crt",
+        "--ca=/run/lab-pod/volumes/extra/ca.crt", "--other=/certsx/a", "--path=/x/certs"]
+
+
+def test_kwok_leaves_every_host_run_pod_to_the_runner():
+    [ready] = [s for s in cluster.stages(runner.host_run_labels()) if s["metadata"]["name"] == "pod-ready"]
+    expressions = ready["spec"]["selector"]["matchExpressions"]
+    excluded = {e["key"]: e["values"] for e in expressions if e["operator"] == "NotIn" and "labels" in e["key"]}
+    assert excluded == {'.metadata.labels["app.kubernetes.io/name"]': ["sealed-secrets"],
+                        '.metadata.labels["app"]': ["keda-metrics-apiserver", "keda-operator"]}

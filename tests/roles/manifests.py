@@ -1,7 +1,9 @@
 """Offline validation of manifests: built-in kinds against Kubernetes 1.31's schemas
 (kubernetes-validate, strict: unknown fields are errors), custom resources against their CRD's
-openAPIV3Schema (lab/crds, copied from the upstream projects), read the way the API server reads it:
-unknown fields are errors unless the schema preserves them."""
+openAPIV3Schema (from the Go modules of the KEDA and Sealed Secrets versions the lab runs), read the
+way the API server reads it: unknown fields are errors unless the schema preserves them. (The lab's
+API server checks the same when the roles apply, with strict field validation; this reads back what
+is stored.)"""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from lab.core import REPO
+from lab.kube.cluster import addon_crd_folders
 
 KUBERNETES_VERSION = "1.31.0"
 # what the API server adds to a stored object: not part of what was rendered
@@ -40,7 +42,7 @@ def _jsonschema(schema: dict) -> dict:
 @cache
 def crd_schemas() -> dict[tuple[str, str], dict]:
     schemas = {}
-    for path in sorted((REPO / "lab" / "crds").glob("*.yaml")):
+    for path in sorted(p for folder in addon_crd_folders() for p in folder.glob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):
             if crd and crd.get("kind") == "CustomResourceDefinition":
                 for version in crd["spec"]["versions"]:

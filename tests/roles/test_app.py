@@ -146,7 +146,9 @@ def test_an_upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(runn
     service = client.CoreV1Api(kube).read_namespaced_service("dbos-app", ns)
     assert service.spec.selector["dbos.dev/deployment"] == "dbos-app"
     assert old.spec.template.metadata.labels["dbos.dev/deployment"] == "dbos-app-v1"
-    assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(old))) == []
+    # (a list's items carry no apiVersion and kind on a real API server: read the one object)
+    old_read = client.AppsV1Api(kube).read_namespaced_deployment("dbos-app-v1", ns)
+    assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(old_read))) == []
 
     still = AnsibleRunner(lab, runner.workdir).run(RETIRE, extra_vars=app_vars)
     assert still.ok, still.explain()

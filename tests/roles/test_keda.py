@@ -1,7 +1,7 @@
 """Role dbos.deploy.keda and playbooks/scale_report.yml on the lab: the ScaledObject read back and
-validated against KEDA's CRD schema, the HPA check with and without (a stand-in for) KEDA, the
-postgresql trigger's read-only role on the lab's real PostgreSQL, and the scaling arithmetic with the
-real sample app holding real work."""
+validated against KEDA's CRD schema, the HPA check against the real KEDA operator (accepting a
+ScaledObject, and refusing one), the postgresql trigger's read-only role on the lab's real PostgreSQL,
+and the scaling arithmetic with the real sample app holding real work."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import pytest
 from kubernetes import client
 
 from lab.core import REPO
-from lab.kube.status import POLICY_NAME, POLICY_NAMESPACE
 from tests.roles.manifests import as_rendered, validation_errors
 from tests.sample_app.harness import (
     wait_for,
@@ -37,8 +36,14 @@ def database(migrated_database):
 
 @pytest.fixture(scope="module")
 def keda_ns(kube):
+    """A namespace with the Deployment the ScaledObjects scale (as the app role leaves it; kwok makes
+    its pods Ready): KEDA refuses a ScaledObject whose target does not exist."""
     namespace = f"keda-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
+    labels = {"app.kubernetes.io/name": "dbos-app"}
+    client.AppsV1Api(kube).create_namespaced_deployment(namespace, {
+        "metadata": {"name": "dbos-app"}, "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "dbos-app:lab"}]}}}})
     return namespace
 
 
@@ -49,7 +54,8 @@ def scaled_object(kube, namespace: str, name: str = SCALED_OBJECT) -> dict:
 
 @pytest.fixture(scope="module")
 def addons(runner):
-    """Sealed Secrets and KEDA, as the addons role installs them (the lab's stand-in charts)."""
+    """Sealed Secrets and KEDA, as the addons role installs them (the lab's local charts), their
+    controllers running."""
     result = runner.run([{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.addons"]}])
     assert result.ok, result.explain()
 
@@ -135,37 +141,6 @@ def test_bad_input_fails_before_any_change_naming_the_variable(runner, kube, ext
     assert result.changed == 0
 
 
-# --- the HPA check ---------------------------------------------------------------------------------
-
-@pytest.fixture
-def keda_operator(addons, kube):
-    """The status stand-in playing the KEDA operator the addons role installed, for one test."""
-    core = client.CoreV1Api(kube)
-    core.create_namespaced_config_map(POLICY_NAMESPACE, {"metadata": {"name": POLICY_NAME}, "data": {"keda": "on"}})
-    yield
-    core.delete_namespaced_config_map(POLICY_NAME, POLICY_NAMESPACE)
-
-
-def test_with_keda_running_the_hpa_is_found(keda_operator, runner, kube, keda_ns):
-    result = runner.run(PLAY, extra_vars={"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY,
-                                          "keda_scaledobject_name": "verified", "keda_verify_hpa": True,
-                                          "keda_min_replicas": 2, "keda_max_replicas": 7})
-    assert result.ok, result.explain()
-    assert "KEDA scales dbos-app with keda-hpa-verified between 2 and 7 replicas" in \
-        result.task("Check that the HPA scales the Deployment within the bounds")["msg"]
-    hpa = client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler("keda-hpa-verified", keda_ns)
-    assert hpa.spec.metrics[0].external.target.average_value == str(CONCURRENCY)
-
-
-def test_without_keda_the_check_fails_and_says_why(runner, keda_ns):
-    result = runner.run(PLAY, extra_vars={"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY,
-                                          "keda_scaledobject_name": "unverified", "keda_verify_hpa": True,
-                                          "keda_verify_timeout": 3})
-    assert not result.ok
-    assert "KEDA did not report unverified Ready within 3 s" in result.explain()
-    assert "set keda_verify_hpa false" in result.explain()
-
-
 # --- postgresql: scale to zero ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -174,11 +149,11 @@ def postgresql(addons, runner, keda_ns, database, lab):
     role, password = f"reader_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(18) + "/:@?#%+&="
     database["roles"].append(role)
     extra = {"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY, "keda_trigger": "postgresql",
-             "keda_min_replicas": 0, "keda_scaledobject_name": "to-zero", "keda_db_host": "db.example",
+             "keda_min_replicas": 0, "keda_scaledobject_name": "to-zero",
              "keda_db_name": database["name"], "keda_reader_role": role, "dbos_db_queue_reader_password": password}
     result = runner.run(PLAY, extra_vars=extra, verbosity=3, json_output=False)
     assert result.ok, result.stdout[-3000:]
-    return {"result": result, "extra": extra, "namespace": keda_ns, "database": database, "role": role,
+    return {"result": result, "extra": extra, "namespace": keda_ns, "database": database, "role": role, "lab": lab,
             "password": password, "sealed_dir": lab.dir / "sealed-secrets",
             "reader_url": reader_url(lab, role, password, database)}
 
@@ -216,8 +191,9 @@ def test_postgresql_connection_string_is_sealed_and_unsealed(postgresql, kube):
     assert secret.metadata.owner_references[0].kind == "SealedSecret"
     url = base64.b64decode(secret.data["database-url"]).decode()
     assert base64.b64decode(secret.data["password"]).decode() == pg["password"]
+    lab_pg = pg["lab"].postgres  # the lab inventory's keda_db_host and port: where KEDA connects
     assert url.startswith(f"postgresql://{pg['role']}:") and url.endswith(
-        f"@db.example:5432/{pg['database']['name']}?sslmode=require")
+        f"@{lab_pg['host']}:{lab_pg['port']}/{pg['database']['name']}?sslmode=disable")
     assert pg["password"] not in pg["result"].stdout + pg["result"].stderr  # -vvv
     sealed = (pg["sealed_dir"] / "dbos-queue-reader.yaml").read_text()
     assert "SealedSecret" in sealed and pg["password"] not in sealed
@@ -243,17 +219,48 @@ def test_postgresql_second_run_changes_nothing(postgresql, runner):
     assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
 
+# --- the HPA check, by the real KEDA ------------------------------------------------------------------
+
+def test_keda_accepts_the_postgresql_scaled_object_and_makes_its_hpa(postgresql, runner, kube):
+    """The lab inventory checks the HPA for the postgresql trigger (KEDA reaches the lab's PostgreSQL):
+    the fixture's run waited for KEDA's Ready and found the HPA; here with other bounds."""
+    assert "KEDA scales dbos-app with keda-hpa-to-zero between 0 and 10 replicas" in \
+        postgresql["result"].stdout
+    result = runner.run(PLAY, extra_vars={**postgresql["extra"], "keda_scaledobject_name": "verified",
+                                          "keda_min_replicas": 2, "keda_max_replicas": 7})
+    assert result.ok, result.explain()
+    assert "KEDA scales dbos-app with keda-hpa-verified between 2 and 7 replicas" in \
+        result.task("Check that the HPA scales the Deployment within the bounds")["msg"]
+    hpa = client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler("keda-hpa-verified",
+                                                                                postgresql["namespace"])
+    assert hpa.spec.metrics[0].external.target.average_value == str(CONCURRENCY)
+    assert hpa.metadata.owner_references[0].kind == "ScaledObject"  # made by KEDA, not by the role
+
+
+def test_a_scaled_object_keda_refuses_fails_the_check_with_kedas_conditions(postgresql, runner):
+    """KEDA refuses a ScaledObject whose target does not exist (Ready=False, ScaledObjectCheckFailed):
+    the role waits keda_verify_timeout, then fails showing what KEDA said."""
+    result = runner.run(PLAY, extra_vars={**postgresql["extra"], "keda_scaledobject_name": "refused",
+                                          "keda_target_deployment": "no-such-deployment", "keda_verify_timeout": 10})
+    assert not result.ok
+    explained = result.explain()
+    assert "KEDA did not report refused Ready within 10 s (keda_verify_timeout)" in explained
+    assert "ScaledObjectCheckFailed" in explained and "no-such-deployment" in explained
+
+
 @pytest.mark.usefixtures("addons")
 def test_cluster_mode_grants_from_a_job_whose_sql_works(runner, kube, database, lab):
-    """The Job reads the admin URL and the reader's password from Secrets; nothing runs it in the lab,
-    so its SQL is run here with the lab's psql exactly as the Job's container would."""
+    """The Job reads the admin URL and the reader's password from Secrets; kwok completes it without
+    running it, so its SQL is run here with the lab's psql exactly as the Job's container would."""
     role, password = f"reader_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(18) + "'\"; $x"
     database["roles"].append(role)
     namespace = f"keda-job-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
     extra = {"dbos_namespace": namespace, "dbos_worker_concurrency": 2, "keda_trigger": "postgresql",
              "keda_reader_from": "cluster", "keda_db_host": "db.example", "keda_db_name": database["name"],
-             "keda_reader_role": role, "dbos_db_queue_reader_password": password}
+             "keda_reader_role": role, "dbos_db_queue_reader_password": password,
+             # the reader role exists only once the Job's SQL is run, below: KEDA could not connect yet
+             "keda_verify_hpa": False}
     result = runner.run(PLAY, extra_vars=extra)
     assert result.ok, result.explain()
     job = client.BatchV1Api(kube).read_namespaced_job("dbos-queue-reader-grants", namespace)

@@ -122,7 +122,7 @@ def test_values_sealed_by_the_module_open_with_the_controllers_key_in_every_scop
     tasks = [{"name": f"Seal for scope {scope}", "dbos.deploy.sealed_secret": {
         "name": "probe", "namespace": "team-a", "scope": scope, "data": {"v": probe},
         "path": str(tmp_path / f"{scope}.yaml"), "digest_key": "{{ dbos_secrets_hmac_key }}",
-        "kubeconfig": "{{ dbos_kubeconfig }}"}, "no_log": True}
+        "certificate_path": "{{ secrets_controller_cert_file }}"}, "no_log": True}
         for scope in ("strict", "namespace-wide", "cluster-wide")]
     result = runner.run([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}])
     assert result.ok, result.explain()

@@ -128,7 +128,8 @@ def test_the_real_controller_unsealed_the_secrets(converged):
     assert password == hashlib.sha256(lab.postgres["password"].encode()).hexdigest()
     # the controller that did it is the real one, run for its pod by the lab's runner
     controllers = json.loads(Path(lab.kube["runner_state"]).read_text())
-    assert controllers["sealed-secrets"]["ready"] and controllers["sealed-secrets"]["pod"].startswith("kube-system/")
+    controller = controllers["kube-system/sealed-secrets"]
+    assert controller["ready"] and controller["pod"].startswith("kube-system/sealed-secrets-")
 
 
 def test_a_second_run_and_check_mode_change_nothing(converged):
