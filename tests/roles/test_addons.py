@@ -71,7 +71,7 @@ def test_check_mode_changes_nothing(converged, runner, kube):
     assert "keda-preview" not in [n.metadata.name for n in client.CoreV1Api(kube).list_namespace().items]
 
 
-def OWN_CLUSTER_ROLE(release_name: str) -> dict:  # noqa: N802 (reads as the values it is)
+def own_cluster_role(release_name: str) -> dict:
     """A second Sealed Secrets release needs a ClusterRole name of its own: the chart's default name
     (secrets-unsealer) belongs to the first release, and helm refuses to take it over."""
     return {"rbac": {"clusterRoleName": f"{release_name}-unsealer"}}
@@ -87,7 +87,7 @@ def test_controllers_that_never_become_available_fail_the_role_after_the_timeout
     extra = {"addons_enabled": ["sealed_secrets"], "addons_sealed_secrets_release": "stuck",
              "addons_sealed_secrets_namespace": "stuck", "addons_wait_timeout": 3,
              "addons_sealed_secrets_values": {"nodeSelector": {"lab.dbos.dev/no-such-node": "true"},
-                                              **OWN_CLUSTER_ROLE("stuck")}}
+                                              **own_cluster_role("stuck")}}
     try:
         stuck = runner.run(PLAY, extra_vars=extra)
         [pod] = client.CoreV1Api(kube).list_namespaced_pod("stuck").items
@@ -120,7 +120,7 @@ def test_a_chart_archive_installs_like_a_folder(converged, runner, lab, kube, tm
     [archive] = tmp_path.glob("sealed-secrets-*.tgz")
     extra = {"addons_enabled": ["sealed_secrets"], "addons_sealed_secrets_release": "archived",
              "addons_sealed_secrets_namespace": "archived", "addons_sealed_secrets_chart_path": str(archive),
-             "addons_sealed_secrets_values": OWN_CLUSTER_ROLE("archived")}
+             "addons_sealed_secrets_values": own_cluster_role("archived")}
     try:
         first = runner.run(PLAY, extra_vars=extra)
         assert first.ok, first.explain()
