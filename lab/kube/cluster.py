@@ -121,6 +121,10 @@ def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: dict[str, list
         "kubeAuthorization": True,
         "kubeAdmission": True,
         "kubectlBinary": kubectl,
+        # kwok serves a pod's container logs from the file a Logs object names (lab/kube/runner.py
+        # writes them for the pods it runs); the API server reaches kwok at the node's address,
+        # 127.0.0.1, for `kubectl logs`
+        "enableCRDs": ["Logs"],
         "quietPull": True,
         **{option: str(COMPONENTS[c].path(b)) for option, (c, b) in BINARIES.items()},
         **ports,

@@ -20,6 +20,8 @@ lab runs the real binary (built by ``make lab-build``) in the pod's place, as a 
   its health path (kwok is told to leave these pods alone, see :func:`lab.kube.cluster.stages`), after
   writing what it serves for others to read (the Sealed Secrets certificate, as ``kubeseal
   --fetch-cert`` would save it) into the ``--publish`` folder, under the pod's namespace;
+- with its output kept as a container runtime keeps it (CRI log format, one file per container)
+  and served by kwok for ``kubectl logs`` (a kwok ``Logs`` object per pod);
 - until the pod is deleted (a replaced pod gets a new token), restarted if it exits.
 
 Usage: ``python -m lab.kube.runner --kubeconfig FILE --state FILE --logs DIR --publish DIR``.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -40,6 +43,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -54,6 +58,7 @@ from lab import procs
 from lab.components import COMPONENTS
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+LOGS_GROUP = "kwok.x-k8s.io"  # kwok's Logs objects: which file kwok serves as a container's log
 POD_DIR = "/run/lab-pod"  # the runner's folder for the pod, as the controller sees it
 # The controllers' name server: none, on loopback. A name a controller looks up never becomes a
 # packet to the host's resolver (cluster names such as *.svc.cluster.local mean nothing here).
@@ -306,13 +311,35 @@ class Runner:
                   f'/etc/resolv.conf{binds} && exec "$@"')
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(folder),
                 str(controller.binary), *args]
-        log = self.logs / f"{controller.name}.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+        log = self.logs / f"{namespace}.{pod.metadata.name}.{container.name}.log"
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env)
+        write_log(proc, log)
+        try:
+            self.serve_log(pod, container.name, log)
+        except ApiException as e:  # the process runs either way; only `kubectl logs` would miss it
+            print(f"runner: cannot serve the log of {namespace}/{pod.metadata.name}: {e.reason}", file=sys.stderr,
+                  flush=True)
         return {"proc": proc, "controller": controller.name, "controller_spec": controller, "pod_object": pod,
                 "pod": f"{namespace}/{pod.metadata.name}", "addresses": addresses, "args": args, "dir": folder,
                 "log": str(log), "ready": False, "restarts": 0,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def serve_log(self, pod: client.V1Pod, container: str, log: Path) -> None:
+        """Have kwok serve ``log`` as the container's log (``kubectl logs``), as a kubelet serves the
+        log the container runtime keeps: a kwok ``Logs`` object for the pod, owned by it (so it goes
+        with the pod)."""
+        body = {"apiVersion": f"{LOGS_GROUP}/v1alpha1", "kind": "Logs",
+                "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace,
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name,
+                                                  "uid": pod.metadata.uid}]},
+                "spec": {"logs": [{"containers": [container], "logsFile": str(log)}]}}
+        custom = client.CustomObjectsApi(self.api)
+        try:
+            custom.create_namespaced_custom_object(LOGS_GROUP, "v1alpha1", pod.metadata.namespace, "logs", body)
+        except ApiException as e:
+            if e.status != 409:  # a restart: the same file, already served
+                raise
 
     def stop(self, uid: str) -> None:
         entry = self.running.pop(uid)
@@ -385,6 +412,24 @@ class Runner:
                 self.stop(uid)
             with contextlib.suppress(OSError):
                 self.write_state()
+
+
+def write_log(proc: subprocess.Popen, path: Path) -> None:
+    """Append the process's stdout and stderr to ``path`` in the CRI log format a kubelet's container
+    runtime writes (``<RFC 3339 time> stdout|stderr F <line>``), which kwok serves; until both close."""
+    path.touch()
+    lock = threading.Lock()
+
+    def copy(stream, name: str) -> None:
+        with stream, open(path, "ab") as out:
+            for line in stream:
+                stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                with lock:
+                    out.write(f"{stamp} {name} F ".encode() + line.rstrip(b"\n") + b"\n")
+                    out.flush()
+
+    for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+        threading.Thread(target=copy, args=(stream, name), daemon=True).start()
 
 
 class NotYet(Exception):

@@ -121,6 +121,17 @@ def test_what_the_collection_seals_the_real_controller_opens(sealed):
     assert read_or_none(core.read_namespaced_secret, "app-db", other) is None
 
 
+def test_kubectl_logs_shows_the_controllers_own_output(sealed):
+    """The runner keeps the controller's output in the CRI log format and kwok serves it: the API
+    server's pod log endpoint, as ``kubectl logs`` and kubernetes.core.k8s_log read it."""
+    namespace, pod = sealed["controller"]["pod"].split("/")
+    log = client.CoreV1Api(sealed["api"]).read_namespaced_pod_log(pod, namespace)
+    assert 'msg="Starting sealed-secrets controller" version=v0.36.6' in log.splitlines()[0]
+    assert "HTTP server serving" in log
+    tail = client.CoreV1Api(sealed["api"]).read_namespaced_pod_log(pod, namespace, tail_lines=1, timestamps=True)
+    assert len(tail.splitlines()) == 1 and tail[:4].isdigit()  # each line has the time it was written
+
+
 def test_listen_addresses_move_to_loopback_and_loopback_ones_stay():
     args, values = runner.host_args(
         ["--listen-addr", ":8080", "--metrics-service-bind-address=127.0.0.1:9666", "--leader-elect", "--port=8080"],
