@@ -107,7 +107,10 @@ class Lab:
             pg, pg_facts = postgres.start(directory, pg_port, logs / "postgres.log")
             started.append(pg)
             lab.state["postgres"] = pg_facts  # recorded at once so a failure below still cleans it up
-            kube_facts, charts = _kube(directory, logs, started)
+            front, pg_facts["front"] = _pg_front(directory, logs, pg_port)
+            started.append(front)
+            kube_facts, charts = _kube(directory, logs, started, f"http://127.0.0.1:{aws_port}",
+                                       pg_facts["front"]["host"])
             endpoint = f"http://127.0.0.1:{aws_port}"
             procs.wait_until(lambda: _http_ok(f"{endpoint}/moto-api/"), 60, "moto", moto)
         except BaseException:
@@ -183,12 +186,13 @@ class Lab:
                 Path(self.kube["runner_state"]).unlink(missing_ok=True)
         for name in (STATE_FILE, "kubeconfig"):
             (self.dir / name).unlink(missing_ok=True)
-        for folder in ("postgres", "charts", "published"):  # the chart holds its certificate's key
+        for folder in ("postgres", "charts", "published", "pg-front"):  # these hold private keys
             shutil.rmtree(self.dir / folder, ignore_errors=True)
         return stopped
 
 
-def _kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict, dict]:
+def _kube(directory: Path, logs: Path, started: list[procs.Proc], aws_endpoint: str,
+          db_address: str) -> tuple[dict, dict]:
     """The real control plane, and the runner that runs the add-ons' controllers on this machine."""
     from lab import build
     from lab.components import COMPONENTS
@@ -205,7 +209,8 @@ def _kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict,
     started.append(procs.spawn(
         "kube-runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
                                            "--state", str(runner_state), "--logs", str(logs),
-                                           "--publish", str(directory / "published")),
+                                           "--publish", str(directory / "published"),
+                                           "--aws-endpoint", aws_endpoint, "--db-address", db_address),
         logs / "kube-runner.log", env={"PYTHONPATH": str(REPO)}))
     sealed = COMPONENTS["sealed-secrets"]
     keda_facts = keda_chart.assemble(directory / "charts" / "keda")
@@ -220,6 +225,22 @@ def _kube(directory: Path, logs: Path, started: list[procs.Proc]) -> tuple[dict,
     certificate = directory / "published" / "kube-system" / "sealed-secrets-cert.pem"
     return {**facts, "runner_state": str(runner_state), "sealed_secrets_cert": str(certificate),
             "keda": keda_facts}, charts
+
+
+def _pg_front(directory: Path, logs: Path, pg_port: int) -> tuple[procs.Proc, dict]:
+    """The lab's PostgreSQL as RDS serves it: TLS on port 5432 of an address of its own (lab.pg_front)."""
+    from lab import pg_front
+
+    folder = directory / "pg-front"
+    folder.mkdir(exist_ok=True)
+    address = pg_front.free_address()
+    cert, key = folder / "server.crt", folder / "server.key"
+    pg_front.certificate(cert, key, address)
+    proc = procs.spawn("pg-front", procs.python_module(
+        "lab.pg_front", "--listen", f"{address}:5432", "--upstream", f"127.0.0.1:{pg_port}", "--cert", str(cert),
+        "--key", str(key)), logs / "pg-front.log", env={"PYTHONPATH": str(REPO)})
+    procs.wait_until(lambda: procs.port_open(5432, address), 30, "the PostgreSQL front", proc)
+    return proc, {"host": address, "port": 5432, "ssl_mode": "require"}
 
 
 def tool(name: str) -> str | None:

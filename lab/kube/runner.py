@@ -8,7 +8,8 @@ lab runs the real binary (built by ``make lab-build``) in the pod's place, as a 
   namespace (``unshare --mount``; a tmpfs on ``/run`` there, so nothing on the host changes), and
   ``KUBERNETES_SERVICE_HOST``/``PORT`` naming the API server on 127.0.0.1; so RBAC decides what the
   controller may do, with the Role and ClusterRole its chart gave it; and a resolv.conf naming no
-  server but 127.0.0.1, so that no lookup leaves the machine;
+  server but 127.0.0.1, so that no lookup leaves the machine, and a hosts file naming the lab's RDS
+  instances' endpoints (in moto) at the lab's PostgreSQL front (:class:`Names`, :mod:`lab.pg_front`);
 - with the container's own command arguments and plain environment, except the listen addresses
   not on loopback, which become free ports on 127.0.0.1 (recorded in the state file this runner
   writes);
@@ -179,7 +180,8 @@ def container_env(container: client.V1Container, pod: client.V1Pod) -> dict[str,
 
 
 class Runner:
-    def __init__(self, kubeconfig: str, state: Path, logs: Path, publish: Path):
+    def __init__(self, kubeconfig: str, state: Path, logs: Path, publish: Path, names: Names | None = None):
+        self.names = names or Names()
         self.api = config.new_client_from_config(kubeconfig)
         self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         doc = yaml.safe_load(Path(kubeconfig).read_text())
@@ -290,7 +292,8 @@ class Runner:
             "expirationSeconds": TOKEN_SECONDS,
             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name,
                                "uid": pod.metadata.uid}}}).status.token
-        files = (("token", token), ("ca.crt", self.ca), ("namespace", namespace), ("resolv.conf", RESOLV_CONF))
+        files = (("token", token), ("ca.crt", self.ca), ("namespace", namespace), ("resolv.conf", RESOLV_CONF),
+                 ("hosts", self.names.hosts()))
         for name, value in files:
             (folder / name).write_text(value)
             (folder / name).chmod(0o600)
@@ -308,7 +311,7 @@ class Runner:
         binds = "".join(f" && mount --bind {shlex.quote(t)} {shlex.quote(p)}" for p, t in sorted(bound.items()))
         script = (f'mount -t tmpfs lab-pod /run && mkdir -p {SA_DIR} {POD_DIR} && mount --bind "$0" {POD_DIR} && '
                   f'cp "$0"/token "$0"/ca.crt "$0"/namespace {SA_DIR}/ && mount --bind "$0"/resolv.conf '
-                  f'/etc/resolv.conf{binds} && exec "$@"')
+                  f'/etc/resolv.conf && mount --bind "$0"/hosts /etc/hosts{binds} && exec "$@"')
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(folder),
                 str(controller.binary), *args]
         log = self.logs / f"{namespace}.{pod.metadata.name}.{container.name}.log"
@@ -372,6 +375,9 @@ class Runner:
             return
         for uid in [u for u in self.running if u not in wanted]:
             self.stop(uid)
+        if self.names.changed():  # a database made since: every running controller resolves it now
+            for entry in self.running.values():
+                refresh(entry["dir"] / "hosts", self.names.hosts())
         for uid in [u for u in self.crashed if u not in wanted]:
             del self.crashed[uid]
         for uid, (controller, pod) in wanted.items():
@@ -412,6 +418,58 @@ class Runner:
                 self.stop(uid)
             with contextlib.suppress(OSError):
                 self.write_state()
+
+
+class Names:
+    """The hosts file of the processes the runner runs: localhost, and each RDS instance's endpoint
+    in the lab's moto naming the lab's PostgreSQL front, as the VPC's resolver names the instance
+    on AWS. Nothing else resolves (see :data:`RESOLV_CONF`)."""
+
+    REFRESH_SECONDS = 5.0
+
+    def __init__(self, aws_endpoint: str | None = None, db_address: str | None = None):
+        self.aws_endpoint, self.db_address = aws_endpoint, db_address
+        self.endpoints: tuple[str, ...] = ()
+        self.checked = -self.REFRESH_SECONDS
+
+    def _lookup(self) -> tuple[str, ...]:
+        if not (self.aws_endpoint and self.db_address):
+            return ()
+        import boto3
+        import botocore.exceptions
+
+        from lab import aws
+
+        rds = boto3.client("rds", endpoint_url=self.aws_endpoint, region_name=aws.DEFAULT_REGION,
+                           aws_access_key_id=aws.ACCESS_KEY, aws_secret_access_key=aws.SECRET_KEY)
+        try:
+            found = rds.describe_db_instances()["DBInstances"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            return self.endpoints  # moto not up yet: what was known
+        return tuple(sorted(i["Endpoint"]["Address"] for i in found if i.get("Endpoint", {}).get("Address")))
+
+    def changed(self) -> bool:
+        """Look again (every few seconds); did the endpoints change?"""
+        if time.monotonic() - self.checked < self.REFRESH_SECONDS:
+            return False
+        self.checked = time.monotonic()
+        endpoints = self._lookup()
+        if endpoints == self.endpoints:
+            return False
+        self.endpoints = endpoints
+        return True
+
+    def hosts(self) -> str:
+        self.changed()
+        return "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{self.db_address} {e}\n" for e in self.endpoints)
+
+
+def refresh(path: Path, text: str) -> None:
+    """Rewrite ``path`` in place: the same file, bind-mounted over /etc/hosts, shows the new text."""
+    with open(path, "r+") as out:
+        out.seek(0)
+        out.write(text)
+        out.truncate()
 
 
 def write_log(proc: subprocess.Popen, path: Path) -> None:
@@ -459,13 +517,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", required=True, type=Path)
     parser.add_argument("--publish", required=True, type=Path,
                         help="folder for the files the controllers serve (the Sealed Secrets certificate)")
+    parser.add_argument("--aws-endpoint", help="the lab's moto, whose RDS endpoints the controllers resolve")
+    parser.add_argument("--db-address", help="where those names lead: the lab's PostgreSQL front (lab.pg_front)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("runner: needs root for its private mount namespaces (unshare --mount)", file=sys.stderr)
         return 2
     args.logs.mkdir(parents=True, exist_ok=True)
     args.publish.mkdir(parents=True, exist_ok=True)
-    Runner(args.kubeconfig, args.state, args.logs, args.publish).run()
+    Runner(args.kubeconfig, args.state, args.logs, args.publish, Names(args.aws_endpoint, args.db_address)).run()
     return 0
 
 

@@ -31,6 +31,26 @@ def test_sql_through_community_postgresql(ansible, lab):
     assert row["v"].startswith("16.")
 
 
+def test_the_front_serves_the_server_as_rds_does_with_tls_on_5432(lab):
+    """lab.pg_front: sslmode=require gets TLS (what the URLs the roles seal ask for), on port 5432 of
+    the front's own loopback address; a client without TLS is relayed too; the password is checked
+    by the server behind it."""
+    pg, front = lab.postgres, lab.postgres["front"]
+    assert front["port"] == 5432 and front["host"].startswith("127.2.")
+    url = f"postgresql://{pg['user']}:{pg['password']}@{front['host']}:5432/postgres"
+    with psycopg.connect(url + "?sslmode=require", autocommit=True) as conn:
+        assert conn.info.pgconn.ssl_in_use
+        assert conn.execute("SELECT current_user, inet_server_port()").fetchone() == (pg["user"], pg["port"])
+    with psycopg.connect(url + "?sslmode=disable", autocommit=True) as conn:
+        assert not conn.info.pgconn.ssl_in_use and conn.execute("SELECT 1").fetchone() == (1,)
+    try:
+        psycopg.connect(url.replace(pg["password"], "wrong-password") + "?sslmode=require")
+    except psycopg.OperationalError as exc:
+        assert "password authentication failed" in str(exc)
+    else:
+        raise AssertionError("the front let a wrong password in")
+
+
 def test_password_is_required_over_tcp(lab):
     pg = lab.postgres
     with psycopg.connect(pg["admin_url"]) as conn:
@@ -62,7 +82,7 @@ def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab, request
     ports = [state["postgres"]["port"], int(state["aws"]["endpoint"].rsplit(":", 1)[1]),
              int(state["kube"]["server"].rsplit(":", 1)[1])]
     names = {p["name"] for p in state["processes"]}
-    assert {"moto", "postgres", "kube:etcd", "kube:kube-apiserver", "kube:kube-controller-manager",
+    assert {"moto", "postgres", "pg-front", "kube:etcd", "kube:kube-apiserver", "kube:kube-controller-manager",
             "kube:kube-scheduler", "kube:kwok-controller", "kube-runner"} == names
     assert all(psutil.pid_exists(p) for p in pids)
     # a second lab beside the session's: nothing shared

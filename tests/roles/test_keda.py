@@ -150,7 +150,9 @@ def postgresql(addons, runner, keda_ns, database, lab):
     database["roles"].append(role)
     extra = {"dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY, "keda_trigger": "postgresql",
              "keda_min_replicas": 0, "keda_scaledobject_name": "to-zero",
-             "keda_db_name": database["name"], "keda_reader_role": role, "dbos_db_queue_reader_password": password}
+             # the lab's PostgreSQL as RDS serves it (TLS, port 5432 of its own address): where KEDA connects
+             "keda_db_host": lab.postgres["front"]["host"], "keda_db_name": database["name"],
+             "keda_reader_role": role, "dbos_db_queue_reader_password": password}
     result = runner.run(PLAY, extra_vars=extra, verbosity=3, json_output=False)
     assert result.ok, result.stdout[-3000:]
     return {"result": result, "extra": extra, "namespace": keda_ns, "database": database, "role": role, "lab": lab,
@@ -191,9 +193,9 @@ def test_postgresql_connection_string_is_sealed_and_unsealed(postgresql, kube):
     assert secret.metadata.owner_references[0].kind == "SealedSecret"
     url = base64.b64decode(secret.data["database-url"]).decode()
     assert base64.b64decode(secret.data["password"]).decode() == pg["password"]
-    lab_pg = pg["lab"].postgres  # the lab inventory's keda_db_host and port: where KEDA connects
+    front = pg["lab"].postgres["front"]
     assert url.startswith(f"postgresql://{pg['role']}:") and url.endswith(
-        f"@{lab_pg['host']}:{lab_pg['port']}/{pg['database']['name']}?sslmode=disable")
+        f"@{front['host']}:5432/{pg['database']['name']}?sslmode=require")
     assert pg["password"] not in pg["result"].stdout + pg["result"].stderr  # -vvv
     sealed = (pg["sealed_dir"] / "dbos-queue-reader.yaml").read_text()
     assert "SealedSecret" in sealed and pg["password"] not in sealed

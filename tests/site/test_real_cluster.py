@@ -171,6 +171,12 @@ def test_keda_accepts_the_scaled_object_and_counts_the_queue_as_the_reader(conve
         c for c in scaled["status"]["conditions"] if c["type"] == "Ready").items()
     name, items = external_metric(lab)
     assert name == "s0-postgresql" and [i["value"] for i in items] == ["0"]
+    # KEDA connects as on AWS: to the RDS endpoint's name, with TLS (the lab resolves the name to its
+    # PostgreSQL front for the processes it runs)
+    secret = client.CoreV1Api(api).read_namespaced_secret("dbos-queue-reader", "dbos")
+    url = urllib.parse.urlsplit(base64.b64decode(secret.data["database-url"]).decode())
+    assert url.hostname.endswith(".rds.amazonaws.com") and url.port == 5432, url.hostname
+    assert urllib.parse.parse_qs(url.query) == {"sslmode": ["require"]}
 
     admin = lab.postgres["admin_url"].rsplit("/", 1)[0] + "/dbos_app"
     dbos = DBOSClient(system_database_url=admin, application_name="dbos-app")
