@@ -318,13 +318,9 @@ class Runner:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env)
         write_log(proc, log)
-        try:
-            self.serve_log(pod, container.name, log)
-        except ApiException as e:  # the process runs either way; only `kubectl logs` would miss it
-            print(f"runner: cannot serve the log of {namespace}/{pod.metadata.name}: {e.reason}", file=sys.stderr,
-                  flush=True)
         return {"proc": proc, "controller": controller.name, "controller_spec": controller, "pod_object": pod,
-                "pod": f"{namespace}/{pod.metadata.name}", "addresses": addresses, "args": args, "dir": folder,
+                "pod": f"{namespace}/{pod.metadata.name}", "container": container.name, "addresses": addresses,
+                "args": args, "dir": folder,
                 "log": str(log), "ready": False, "restarts": 0,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -367,6 +363,42 @@ class Runner:
         tmp.write_text(json.dumps(doc, indent=2))
         tmp.replace(self.state)
 
+    def tend(self, uid: str, controller: HostController, pod: client.V1Pod) -> None:
+        """One pod, as a kubelet tends it: started, restarted with a back-off if it exited, its log
+        served, Ready once the controller answers."""
+        entry = self.running.get(uid)
+        if entry is not None and entry["proc"].poll() is not None:  # it exited: start it again, as a kubelet
+            restarts = entry["restarts"] + 1
+            delay = min(BACKOFF_FIRST * 2 ** (restarts - 1), BACKOFF_MAX)  # kubelet's CrashLoopBackOff
+            print(f"runner: {entry['controller']} exited ({entry['proc'].returncode}); restarting in {delay} s",
+                  flush=True)
+            self.crashed[uid] = (restarts, time.monotonic() + delay)
+            self.stop(uid)
+            entry = None
+        restarts, not_before = self.crashed.get(uid, (0, 0.0))
+        if entry is None and time.monotonic() < not_before:
+            return
+        try:
+            if entry is None:
+                entry = self.running[uid] = self.start(controller, pod)
+                entry["restarts"] = restarts
+                self.set_ready(entry, False)
+            if not entry["ready"]:
+                self.check_ready(entry)
+        except NotYet as e:  # as a kubelet leaves a pod ContainerCreating
+            print(f"runner: {controller.name} waits for its {e}", file=sys.stderr, flush=True)
+            return
+        except ApiException as e:
+            print(f"runner: {controller.name}: {e.reason}", file=sys.stderr, flush=True)
+            return
+        if not entry.get("log_served"):  # kwok's Logs kind may not be there yet at start: tried again
+            try:
+                self.serve_log(entry["pod_object"], entry["container"], Path(entry["log"]))
+                entry["log_served"] = True
+            except ApiException as e:
+                print(f"runner: {controller.name}: the log is not served yet: {e.reason}", file=sys.stderr,
+                      flush=True)
+
     def reconcile(self) -> None:
         try:
             wanted = self.pods_to_run()
@@ -381,29 +413,7 @@ class Runner:
         for uid in [u for u in self.crashed if u not in wanted]:
             del self.crashed[uid]
         for uid, (controller, pod) in wanted.items():
-            entry = self.running.get(uid)
-            if entry is not None and entry["proc"].poll() is not None:  # it exited: start it again, as a kubelet
-                restarts = entry["restarts"] + 1
-                delay = min(BACKOFF_FIRST * 2 ** (restarts - 1), BACKOFF_MAX)  # kubelet's CrashLoopBackOff
-                print(f"runner: {entry['controller']} exited ({entry['proc'].returncode}); restarting in {delay} s",
-                      flush=True)
-                self.crashed[uid] = (restarts, time.monotonic() + delay)
-                self.stop(uid)
-                entry = None
-            restarts, not_before = self.crashed.get(uid, (0, 0.0))
-            if entry is None and time.monotonic() < not_before:
-                continue
-            try:
-                if entry is None:
-                    entry = self.running[uid] = self.start(controller, pod)
-                    entry["restarts"] = restarts
-                    self.set_ready(entry, False)
-                if not entry["ready"]:
-                    self.check_ready(entry)
-            except NotYet as e:  # as a kubelet leaves a pod ContainerCreating
-                print(f"runner: {controller.name} waits for its {e}", file=sys.stderr, flush=True)
-            except ApiException as e:
-                print(f"runner: {controller.name}: {e.reason}", file=sys.stderr, flush=True)
+            self.tend(uid, controller, pod)
         self.write_state()
 
     def run(self, interval: float = 1.0) -> None:

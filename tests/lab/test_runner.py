@@ -125,10 +125,19 @@ def test_kubectl_logs_shows_the_controllers_own_output(sealed):
     """The runner keeps the controller's output in the CRI log format and kwok serves it: the API
     server's pod log endpoint, as ``kubectl logs`` and kubernetes.core.k8s_log read it."""
     namespace, pod = sealed["controller"]["pod"].split("/")
-    log = client.CoreV1Api(sealed["api"]).read_namespaced_pod_log(pod, namespace)
+    core = client.CoreV1Api(sealed["api"])
+    def served():  # kwok sees the pod's Logs object through a watch: a moment after the runner made it
+        try:
+            return core.read_namespaced_pod_log(pod, namespace)
+        except client.ApiException as e:
+            if e.status == 400 and "no logs found" in (e.body or ""):
+                return None
+            raise
+
+    log = wait_for(served, 30, "kwok to serve the log")
     assert 'msg="Starting sealed-secrets controller" version=v0.36.6' in log.splitlines()[0]
     assert "HTTP server serving" in log
-    tail = client.CoreV1Api(sealed["api"]).read_namespaced_pod_log(pod, namespace, tail_lines=1, timestamps=True)
+    tail = core.read_namespaced_pod_log(pod, namespace, tail_lines=1, timestamps=True)
     assert len(tail.splitlines()) == 1 and tail[:4].isdigit()  # each line has the time it was written
 
 
