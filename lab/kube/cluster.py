@@ -16,6 +16,11 @@ What kwok does not give and the lab sets itself:
   second. Nothing in the lab reaches the API server through that Service.
 - One fake node (kwokctl's template), whose address and pod CIDR are on loopback (:data:`NODE_IP`,
   :data:`POD_CIDR`) instead of kwok's defaults, which are routed off this machine.
+- The aggregation layer's front proxy (``--requestheader-*``), which kwokctl leaves half set up:
+  KEDA's metrics adapter is an aggregated API server (see :func:`kwokctl_config`).
+- kwok's ``Logs`` kind, so that kwok serves the logs the runner keeps (``kubectl logs``).
+- Stages (:func:`stages`): kwok leaves the runner's pods to the runner, and fails the pods of
+  :data:`FAILING_IMAGE`.
 """
 
 from __future__ import annotations
