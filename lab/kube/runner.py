@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -421,7 +422,10 @@ class Runner:
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
         try:
             while not stopping:
-                self.reconcile()
+                try:
+                    self.reconcile()
+                except Exception:  # as a kubelet, keep tending the pods whatever one round met
+                    traceback.print_exc()
                 time.sleep(interval)
         finally:
             for uid in list(self.running):
@@ -446,7 +450,6 @@ class Names:
         if not (self.aws_endpoint and self.db_address):
             return ()
         import boto3
-        import botocore.exceptions
 
         from lab import aws
 
@@ -454,8 +457,9 @@ class Names:
                            aws_access_key_id=aws.ACCESS_KEY, aws_secret_access_key=aws.SECRET_KEY)
         try:
             found = rds.describe_db_instances()["DBInstances"]
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-            return self.endpoints  # moto not up yet: what was known
+        except Exception as e:  # moto starting, resetting or answering 500: what was known
+            print(f"runner: cannot list the RDS instances: {e}", file=sys.stderr, flush=True)
+            return self.endpoints
         return tuple(sorted(i["Endpoint"]["Address"] for i in found if i.get("Endpoint", {}).get("Address")))
 
     def changed(self) -> bool:

@@ -169,3 +169,30 @@ def test_kwok_leaves_every_host_run_pod_to_the_runner():
     excluded = {e["key"]: e["values"] for e in expressions if e["operator"] == "NotIn" and "labels" in e["key"]}
     assert excluded == {'.metadata.labels["app.kubernetes.io/name"]': ["sealed-secrets"],
                         '.metadata.labels["app"]': ["keda-metrics-apiserver", "keda-operator"]}
+
+
+def test_the_hosts_file_keeps_what_it_knew_when_moto_answers_500():
+    """moto answers 500 now and then (while a test resets it): the runner's RDS lookup keeps the
+    names it had instead of failing (it once took the runner down with it)."""
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>500 Internal Server Error</title>")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        names = runner.Names(f"http://127.0.0.1:{server.server_port}", "127.2.0.9")
+        names.endpoints = ("db.aaaaaaaaaa.us-west-2.rds.amazonaws.com",)
+        assert not names.changed()
+        assert names.hosts().splitlines() == ["127.0.0.1 localhost", "::1 localhost",
+                                              "127.2.0.9 db.aaaaaaaaaa.us-west-2.rds.amazonaws.com"]
+    finally:
+        server.shutdown()
