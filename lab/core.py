@@ -109,9 +109,8 @@ class Lab:
             lab.state["postgres"] = pg_facts  # recorded at once so a failure below still cleans it up
             front, pg_facts["front"] = _pg_front(directory, logs, pg_port)
             started.append(front)
-            kube_facts, charts = _kube(directory, logs, started, f"http://127.0.0.1:{aws_port}",
-                                       pg_facts["front"]["host"])
             endpoint = f"http://127.0.0.1:{aws_port}"
+            kube_facts, charts = _kube(directory, logs, started, endpoint, pg_facts["front"]["host"])
             procs.wait_until(lambda: _http_ok(f"{endpoint}/moto-api/"), 60, "moto", moto)
         except BaseException:
             lab.state["processes"] = [p.to_dict() for p in started]
@@ -150,6 +149,7 @@ class Lab:
         checks = {
             "moto": lambda: _http_ok(f"{self.aws['endpoint']}/moto-api/"),
             "postgres": lambda: procs.port_open(self.postgres["port"]),
+            "pg-front": lambda: procs.port_open(self.postgres["front"]["port"], self.postgres["front"]["host"]),
         }
         from lab.kube import cluster
 
@@ -184,8 +184,7 @@ class Lab:
                 shutil.rmtree(self.kube["workdir"], ignore_errors=True)
             if self.kube.get("runner_state"):
                 Path(self.kube["runner_state"]).unlink(missing_ok=True)
-        for name in (STATE_FILE, "kubeconfig"):
-            (self.dir / name).unlink(missing_ok=True)
+        (self.dir / STATE_FILE).unlink(missing_ok=True)
         for folder in ("postgres", "charts", "published", "pg-front"):  # these hold private keys
             shutil.rmtree(self.dir / folder, ignore_errors=True)
         return stopped

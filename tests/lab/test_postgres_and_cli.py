@@ -93,6 +93,7 @@ def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab, request
     status = make("lab-status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert "lab is up" in status.stdout
+    assert any(line.split() == ["pg-front", "ok"] for line in status.stdout.splitlines()), status.stdout
 
     down = make("lab-down")
     assert down.returncode == 0, down.stdout + down.stderr
