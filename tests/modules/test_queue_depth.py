@@ -38,11 +38,11 @@ def migrated_db(postgres_db):
     return postgres_db
 
 
-def enqueue(db, count, version, app="dbos-sample-app", queue="taskQueue"):
+def enqueue(db, count, version, app="dbos-sample-app", queue="taskQueue", *, seconds=3600):
     client = DBOSClient(system_database_url=db.url, application_name=app)
     try:
         for _ in range(count):
-            client.enqueue({"queue_name": queue, "workflow_name": "sleep_workflow", "app_version": version}, 3600)
+            client.enqueue({"queue_name": queue, "workflow_name": "sleep_workflow", "app_version": version}, seconds)
     finally:
         client.destroy()
 
@@ -163,16 +163,39 @@ def test_url_source_reads_the_sample_apps_metrics(ansible, postgres_db, start_ap
     assert depth["desired_replicas"] == 6
 
 
-def test_wait_until_drained_succeeds(ansible, postgres_db, start_app):
-    app = start_app(postgres_db, env={"WORKER_CONCURRENCY": "2"})
-    app.wait_ready()
-    for _ in range(6):
-        app.enqueue(0.5)
-    result, depth = run_depth(ansible, database_url=postgres_db.url, statuses=["ENQUEUED", "PENDING"],
-                              wait_until={"queue_length_at_most": 0}, interval=0.5, wait_timeout=60)
-    assert result.ok, result.explain()
-    assert depth["queue_length"] == 0 and depth["polls"] > 1
-    assert postgres_db.count("SUCCESS") == 6
+def test_wait_until_drained_succeeds(ansible, migrated_db, start_app):
+    """The module polls a queue that is not empty when it starts, and returns once the app has drained it.
+
+    The work is enqueued with no app running, and the app starts only after the module's first count has
+    been answered (its connection shows the count as its last query), so the wait is seen to wait.
+    """
+    enqueue(migrated_db, 6, "test-v1", seconds=0.5)
+    outcome = {}
+
+    def wait_for_drain():
+        outcome["result"], outcome["depth"] = run_depth(
+            ansible, database_url=migrated_db.url, statuses=["ENQUEUED", "PENDING"],
+            wait_until={"queue_length_at_most": 0}, interval=0.5, wait_timeout=120)
+
+    waiting = threading.Thread(target=wait_for_drain)
+    waiting.start()
+    try:
+        wait_for(lambda: module_has_counted(migrated_db), 60, "the module's first count")
+        start_app(migrated_db, env={"WORKER_CONCURRENCY": "2"}).wait_ready()
+    finally:
+        waiting.join(180)
+    assert outcome["result"].ok, outcome["result"].explain()
+    assert outcome["depth"]["queue_length"] == 0 and outcome["depth"]["polls"] > 1
+    assert migrated_db.count("SUCCESS") == 6
+
+
+def module_has_counted(db) -> bool:
+    """True once another session on ``db`` has run a count over ``workflow_status`` and gone idle."""
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid() AND state = 'idle' AND query ILIKE %s",
+                           ("%count(%workflow_status%",)).fetchone()
+    return row[0] > 0
 
 
 def test_wait_until_times_out_with_the_last_reading(ansible, postgres_db, start_app):
