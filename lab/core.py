@@ -110,7 +110,8 @@ class Lab:
             front, pg_facts["front"] = _pg_front(directory, logs, pg_port)
             started.append(front)
             endpoint = f"http://127.0.0.1:{aws_port}"
-            kube_facts, charts = _kube(directory, logs, started, endpoint, pg_facts["front"]["host"])
+            kube_facts, charts = _kube(directory, logs, started, aws_endpoint=endpoint,
+                                       db_address=pg_facts["front"]["host"], pg_bin_dir=Path(pg_facts["bin_dir"]))
             procs.wait_until(lambda: _http_ok(f"{endpoint}/moto-api/"), 60, "moto", moto)
         except BaseException:
             lab.state["processes"] = [p.to_dict() for p in started]
@@ -185,17 +186,17 @@ class Lab:
             if self.kube.get("runner_state"):
                 Path(self.kube["runner_state"]).unlink(missing_ok=True)
         (self.dir / STATE_FILE).unlink(missing_ok=True)
-        for folder in ("postgres", "charts", "published", "pg-front"):  # these hold private keys
+        for folder in ("postgres", "charts", "published", "pg-front", "images"):  # private keys; copies
             shutil.rmtree(self.dir / folder, ignore_errors=True)
         return stopped
 
 
-def _kube(directory: Path, logs: Path, started: list[procs.Proc], aws_endpoint: str,
-          db_address: str) -> tuple[dict, dict]:
+def _kube(directory: Path, logs: Path, started: list[procs.Proc], *, aws_endpoint: str,
+          db_address: str, pg_bin_dir: Path) -> tuple[dict, dict]:
     """The real control plane, and the runner that runs the add-ons' controllers on this machine."""
     from lab import build
     from lab.components import COMPONENTS
-    from lab.kube import cluster, keda_chart
+    from lab.kube import cluster, images, keda_chart
 
     facts, plane = cluster.start(directory, tool("kubectl"))
     started.extend(plane)
@@ -205,11 +206,14 @@ def _kube(directory: Path, logs: Path, started: list[procs.Proc], aws_endpoint: 
     for folder in cluster.addon_crd_folders():
         cluster.apply_crds(facts["kubeconfig"], folder)
     runner_state = directory / "runner.json"
+    image_dir = directory / "images"  # the lab's images, laid out as their Dockerfiles lay them out
+    images.lay_out(image_dir, pg_bin_dir)
     started.append(procs.spawn(
         "kube-runner", procs.python_module("lab.kube.runner", "--kubeconfig", facts["kubeconfig"],
                                            "--state", str(runner_state), "--logs", str(logs),
                                            "--publish", str(directory / "published"),
-                                           "--aws-endpoint", aws_endpoint, "--db-address", db_address),
+                                           "--aws-endpoint", aws_endpoint, "--db-address", db_address,
+                                           "--images", str(image_dir)),
         logs / "kube-runner.log", env={"PYTHONPATH": str(REPO)}))
     sealed = COMPONENTS["sealed-secrets"]
     keda_facts = keda_chart.assemble(directory / "charts" / "keda")

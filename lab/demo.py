@@ -3,23 +3,19 @@
 1. starts the lab (or uses the one running in ``--dir``);
 2. runs ``ansible-playbook -i inventories/lab playbooks/site.yml``;
 3. lists what it created, in AWS (moto) and in Kubernetes (the lab's real API server);
-4. runs the sample app here, against the lab's PostgreSQL, with the environment the ``dbos-app``
-   Deployment gives its pods (read back from the cluster, Secrets included; the database host is
-   rewritten to the lab's server, as a tunnel to RDS would be), enqueues work, and shows its
-   ``/healthz`` and ``/metrics`` answers;
-5. runs ``playbooks/scale_report.yml``: dbos.deploy.queue_depth's queue length and desired replicas;
-6. says how to tear it all down.
-
-kwok marks the app's pods Running without running them: the app runs here, as a process, instead.
+4. shows the app's pods (``kubectl get pods``: their containers run, as processes, from the lab's
+   images) and the migration Job's log;
+5. from a client pod in the cluster, asks the app through its Service name
+   (``http://dbos-app.dbos.svc.cluster.local:8080``): ``/healthz``, work enqueued, ``/metrics``;
+6. runs ``playbooks/scale_report.yml``: dbos.deploy.queue_depth's queue length and desired replicas,
+   through ``kubectl port-forward svc/dbos-app`` as the playbook's header says, and from the database;
+7. says how to tear it all down.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -113,37 +109,98 @@ def kube_resources(api) -> None:
             f"{trigger['metadata'].get('url', '')} target {trigger['metadata'].get('targetValue')}")
 
 
-def pod_environment(api, lab: Lab) -> tuple[dict[str, str], list[str]]:
-    """The dbos-app container's environment, as the kubelet would build it, and notes on what differs."""
+def kubectl(lab: Lab, *args: str, show: bool = True, check: bool = True) -> str:
+    """Run the lab's kubectl (``$ kubectl ...`` printed first); its output."""
+    if show:
+        say("$ kubectl " + " ".join(args))
+    done = subprocess.run([lab.state["tools"]["kubectl"], *args], env={**os.environ, **lab.env()},
+                          capture_output=True, text=True, timeout=120, check=False)
+    if check and done.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.rstrip("\n").splitlines())
+
+
+# What the client pod runs: the app's own image (it has Python), asking the app through its Service,
+# as `kubectl run curl --image=curlimages/curl ...` would from inside the cluster.
+CLIENT = """
+import json, sys, time, urllib.request
+base, count, seconds, waiting = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def get(path):
+    with urllib.request.urlopen(base + path, timeout=10) as answer:
+        return answer.status, answer.read().decode()
+print("$ curl " + base + "/healthz")
+print("  %s %s" % get("/healthz"))
+print("$ for i in $(seq %d); do curl %s/enqueue/%s; done" % (count, base, seconds))
+for _ in range(count):
+    print("  %s %s" % get("/enqueue/" + seconds))
+deadline = time.monotonic() + 30
+while json.loads(get("/metrics/taskQueue")[1])["queue_length"] != waiting and time.monotonic() < deadline:
+    time.sleep(0.2)
+print("$ curl " + base + "/metrics/taskQueue")
+print("  %s %s" % get("/metrics/taskQueue"))
+"""
+
+
+def app_pods(lab: Lab, api) -> None:
     from kubernetes import client
 
-    core = client.CoreV1Api(api)
+    say(indent(kubectl(lab, "get", "pods", "-n", NAMESPACE, "-o", "wide")))
+    jobs = client.BatchV1Api(api).list_namespaced_job(NAMESPACE, label_selector="app.kubernetes.io/name=dbos-migrate")
+    for job in jobs.items:
+        log = kubectl(lab, "logs", "-n", NAMESPACE, f"job/{job.metadata.name}")
+        lines = log.rstrip("\n").splitlines()
+        say(indent("\n".join(lines[:3] + ([f"... ({len(lines) - 6} lines)"] if len(lines) > 6 else []) + lines[-3:])))
+
+
+def ask_through_the_service(lab: Lab, api) -> int:
+    """Run the client pod; the number of workflows left waiting, as /metrics counts them."""
+    from kubernetes import client
+
     dep = client.AppsV1Api(api).read_namespaced_deployment("dbos-app", NAMESPACE)
-    env, notes = {}, []
-    for var in dep.spec.template.spec.containers[0].env:
-        if var.value is not None:
-            env[var.name] = var.value
-        elif var.value_from.secret_key_ref:
-            ref = var.value_from.secret_key_ref
-            try:
-                data = core.read_namespaced_secret(ref.name, NAMESPACE).data or {}
-            except client.ApiException:
-                notes.append(f"{var.name}: Secret {ref.name} absent, left unset")
-                continue
-            env[var.name] = base64.b64decode(data[ref.key]).decode()
-        elif var.value_from.field_ref:
-            env[var.name] = "dbos-app-demo"  # metadata.name: the pod's name
-            notes.append(f"{var.name}: the pod name, here dbos-app-demo")
-    url = urllib.parse.urlsplit(env["DBOS_SYSTEM_DATABASE_URL"])
-    pg = lab.postgres
-    local = url._replace(netloc=f"{url.username}:{url.password}@{pg['host']}:{pg['port']}",
-                         query="sslmode=disable")
-    env["DBOS_SYSTEM_DATABASE_URL"] = urllib.parse.urlunsplit(local)
-    notes.append(f"DBOS_SYSTEM_DATABASE_URL: from Secret dbos-app-db, host {url.hostname} -> the lab's "
-                 f"PostgreSQL {pg['host']}:{pg['port']} without TLS (as a tunnel to RDS would be)")
-    env["PORT"] = str(free_port())
-    notes.append(f"PORT: {env['PORT']} instead of the pod's 8080 (a free port here)")
-    return env, notes
+    container = dep.spec.template.spec.containers[0]
+    concurrency = int(next(e.value for e in container.env if e.name == "WORKER_CONCURRENCY"))
+    port = container.ports[0].container_port
+    waiting = ENQUEUED - concurrency * (dep.status.ready_replicas or 0)
+    base = f"http://dbos-app.{NAMESPACE}.svc.cluster.local:{port}"
+    say(f"  {dep.status.ready_replicas} pods x WORKER_CONCURRENCY={concurrency} run at once; "
+        f"the other {waiting} of {ENQUEUED} wait")
+    kubectl(lab, "delete", "pod", "-n", NAMESPACE, "dbos-demo-client", "--ignore-not-found", "--wait=true",
+            show=False)
+    say(f"$ kubectl run dbos-demo-client -n {NAMESPACE} --image={container.image} --restart=Never --command -- "
+        f"python -c '<ask {base}>'")
+    subprocess.run([lab.state["tools"]["kubectl"], "run", "dbos-demo-client", "-n", NAMESPACE,
+                    f"--image={container.image}", "--restart=Never", "--command", "--", "python", "-c", CLIENT,
+                    base, str(ENQUEUED), str(WORK_SECONDS), str(waiting)],
+                   env={**os.environ, **lab.env()}, capture_output=True, text=True, timeout=60, check=True)
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + 90
+    while core.read_namespaced_pod("dbos-demo-client", NAMESPACE).status.phase not in ("Succeeded", "Failed"):
+        if time.monotonic() > deadline:
+            raise SystemExit("the client pod did not finish in 90 s")
+        time.sleep(0.5)
+    say(indent(kubectl(lab, "logs", "-n", NAMESPACE, "dbos-demo-client", show=False)))
+    kubectl(lab, "delete", "pod", "-n", NAMESPACE, "dbos-demo-client", "--wait=false", show=False)
+    return waiting
+
+
+def port_forward(lab: Lab) -> tuple[subprocess.Popen, int]:
+    """``kubectl port-forward svc/dbos-app <free port>:8080``, as the guide checks the app."""
+    port = free_port()
+    say(f"$ kubectl port-forward -n {NAMESPACE} svc/dbos-app {port}:8080 &")
+    forward = subprocess.Popen([lab.state["tools"]["kubectl"], "port-forward", "-n", NAMESPACE, "svc/dbos-app",
+                                f"{port}:8080", "--address", "127.0.0.1"], env={**os.environ, **lab.env()},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while get(f"http://127.0.0.1:{port}", "/healthz")[0] != 200:
+        if forward.poll() is not None or time.monotonic() > deadline:
+            forward.kill()
+            raise SystemExit(f"kubectl port-forward did not answer: {forward.stdout.read()}")
+        time.sleep(0.3)
+    return forward, port
 
 
 def get(base: str, path: str) -> tuple[int, str]:
@@ -156,60 +213,12 @@ def get(base: str, path: str) -> tuple[int, str]:
         return 0, str(exc)
 
 
-def run_app(lab: Lab, api, workdir: Path) -> None:
-    env, notes = pod_environment(api, lab)
-    secret_names = ("DBOS_SYSTEM_DATABASE_URL", "DBOS_CONDUCTOR_KEY")
-    for name in sorted(env):
-        shown = "(from its Secret, not shown)" if name in secret_names else env[name]
-        say(f"  {name}={shown}")
-    for note in notes:
-        say(f"  note: {note}")
-    log = workdir / "demo-app.log"
-    base = f"http://127.0.0.1:{env['PORT']}"
-    with open(log, "wb") as out:
-        app = subprocess.Popen([sys.executable, "-m", "dbos_sample_app"], cwd=workdir,
-                               env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while get(base, "/healthz")[0] != 200:
-            if app.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the app did not become healthy; its log:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        say(f"$ curl {base}/healthz")
-        say("  " + " ".join(map(str, get(base, "/healthz"))))
-        say(f"$ for i in $(seq {ENQUEUED}); do curl {base}/enqueue/{WORK_SECONDS}; done")
-        for _ in range(ENQUEUED):
-            code, body = get(base, f"/enqueue/{WORK_SECONDS}")
-            say(f"  {code} {body}")
-        concurrency = int(env["WORKER_CONCURRENCY"])
-        waiting = ENQUEUED - concurrency
-        deadline = time.monotonic() + 30
-        while json.loads(get(base, "/metrics/taskQueue")[1]).get("queue_length") != waiting:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        say(f"$ curl {base}/metrics/taskQueue      # {concurrency} running (WORKER_CONCURRENCY), the rest waiting")
-        say("  " + " ".join(map(str, get(base, "/metrics/taskQueue"))))
-
-        heading("dbos.deploy.queue_depth: the queue as KEDA's metrics-api trigger reads it")
-        playbook(lab, "scale_report.yml", "-e", f"scale_report_url={base}/metrics")
-        heading("dbos.deploy.queue_depth: the same, straight from the database")
-        playbook(lab, "scale_report.yml", "-e", "scale_report_source=database")
-    finally:
-        app.send_signal(signal.SIGTERM)  # finishes what runs within SHUTDOWN_GRACE_SECONDS; the rest stays queued
-        try:
-            app.wait(timeout=int(env.get("SHUTDOWN_GRACE_SECONDS", "25")) + 10)
-        except subprocess.TimeoutExpired:
-            app.kill()
-    say(f"(the app stopped with exit code {app.returncode}; its log: {log})")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(REPO / ".lab"), help="the lab's folder")
     args = parser.parse_args()
 
-    heading("The lab: AWS (moto), Kubernetes (a real control plane; kwok's nodes run no app pods), PostgreSQL 16")
+    heading("The lab: AWS (moto), Kubernetes (a real control plane; the pods of our images run), PostgreSQL 16")
     lab = Lab.up(args.dir)
     say(f"  lab in {lab.dir}: AWS {lab.aws['endpoint']}, Kubernetes {lab.kube['server']}, "
         f"PostgreSQL {lab.postgres['host']}:{lab.postgres['port']}")
@@ -225,8 +234,20 @@ def main() -> int:
     heading("What it created in Kubernetes")
     kube_resources(api)
 
-    heading("The sample app, with the environment the dbos-app Deployment gives its pods")
-    run_app(lab, api, lab.dir)
+    heading("The app's pods (their containers run from the lab's images), and the migration Job's log")
+    app_pods(lab, api)
+
+    heading("The app through its Service name, from a pod in the cluster")
+    ask_through_the_service(lab, api)
+
+    heading("dbos.deploy.queue_depth: the queue as KEDA's metrics-api trigger reads it")
+    forward, port = port_forward(lab)
+    try:
+        playbook(lab, "scale_report.yml", "-e", f"scale_report_url=http://127.0.0.1:{port}/metrics")
+    finally:
+        forward.terminate()
+    heading("dbos.deploy.queue_depth: the same, straight from the database")
+    playbook(lab, "scale_report.yml", "-e", "scale_report_source=database")
 
     heading("Tear down")
     say("  make demo-teardown      # playbooks/teardown.yml against the lab, then the lab stops; by hand:")

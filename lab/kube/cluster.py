@@ -82,25 +82,31 @@ STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-hear
           "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
 
 
-def stages(host_run: dict[str, list[str]]) -> list[dict]:
+def stages(host_run: dict[str, list[str]], repositories: list[str] | tuple[str, ...] = ()) -> list[dict]:
     """kwok's default stages (from its module, the ones kwokctl would use), except that
 
-    - pods with a label of ``host_run`` (label -> values) are not made Ready by kwok: the runner does
-      that once the controller it runs for them answers, as a kubelet would after its readiness probe;
+    - kwok leaves the runner's pods alone: those with a label of ``host_run`` (label -> values), the
+      controllers', and those with a container of an image whose repository is one of
+      ``repositories`` (:mod:`lab.kube.images`). The runner reports their status, Ready once their
+      probe answers, their exit codes, and removes them once deleted and their process is gone, as
+      a kubelet does (kwok's ``pod-ready``, ``pod-complete`` and ``pod-delete`` would not wait);
     - a Job's pod whose container runs :data:`FAILING_IMAGE` fails (exit code 1) where kwok's
-      ``pod-complete`` would make it succeed: how a test makes a Job fail while kwok runs no
+      ``pod-complete`` would make it succeed: how a test makes a Job fail without running a
       container (stage ``lab-pod-fail``)."""
     from lab import build
+    from lab.kube import images
 
     root = build.module_dir(KWOK.module, KWOK.version) / "kustomize" / "stage"
     docs = [yaml.safe_load((root / name).read_text()) for name in STAGES]
     image = {"key": ".spec.containers.[].image", "values": [FAILING_IMAGE]}
-    for doc in docs:
-        if doc["metadata"]["name"] == "pod-ready":
-            doc["spec"]["selector"]["matchExpressions"].extend(
-                {"key": f'.metadata.labels["{label}"]', "operator": "NotIn", "values": sorted(values)}
-                for label, values in sorted(host_run.items()))
-        if doc["metadata"]["name"] == "pod-complete":
+    not_the_runners = [{"key": f'.metadata.labels["{label}"]', "operator": "NotIn", "values": sorted(values)}
+                       for label, values in sorted(host_run.items())]
+    if repositories:
+        not_the_runners.append({"key": images.kwok_repository_query(), "operator": "NotIn",
+                                "values": sorted(repositories)})
+    for doc in list(docs):
+        name = doc["metadata"]["name"]
+        if name == "pod-complete":
             failing = copy.deepcopy(doc)
             doc["spec"]["selector"]["matchExpressions"].append({**image, "operator": "NotIn"})
             failing["metadata"]["name"] = "lab-pod-fail"
@@ -111,11 +117,13 @@ def stages(host_run: dict[str, list[str]]) -> list[dict]:
                 .replace("phase: Succeeded", "phase: Failed"))
             assert "phase: Failed" in failing["spec"]["next"]["statusTemplate"], "kwok's pod-complete stage changed"
             docs.append(failing)
+        if name in ("pod-ready", "pod-complete", "pod-delete"):
+            doc["spec"]["selector"]["matchExpressions"].extend(copy.deepcopy(not_the_runners))
     return docs
 
 
 def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: dict[str, list[str]] | None = None,
-                   workdir: Path | None = None) -> list[dict]:
+                   workdir: Path | None = None, repositories: tuple[str, ...] = ()) -> list[dict]:
     """The KwokctlConfiguration for one lab (its cluster under ``workdir``), and the stages kwok plays."""
     ca = cluster_dir(workdir or Path(".")) / "pki" / "ca.crt"  # kwokctl writes its CA there
     options = {
@@ -127,9 +135,10 @@ def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: dict[str, list
         "kubeAdmission": True,
         "kubectlBinary": kubectl,
         # kwok serves a pod's container logs from the file a Logs object names (lab/kube/runner.py
-        # writes them for the pods it runs); the API server reaches kwok at the node's address,
-        # 127.0.0.1, for `kubectl logs`
-        "enableCRDs": ["Logs"],
+        # writes them for the pods it runs), and `kubectl port-forward` to where a PortForward object
+        # says (the pod's own loopback address); the API server reaches kwok at the node's address,
+        # 127.0.0.1, for both
+        "enableCRDs": ["Logs", "PortForward"],
         "quietPull": True,
         **{option: str(COMPONENTS[c].path(b)) for option, (c, b) in BINARIES.items()},
         **ports,
@@ -153,7 +162,7 @@ def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: dict[str, list
                 ("requestheader-group-headers", "X-Remote-Group"),
                 ("requestheader-extra-headers-prefix", "X-Remote-Extra-"))),
         ]}],
-    }, *stages(host_run or {})]
+    }, *stages(host_run or {}, repositories)]
 
 
 def _kwokctl(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -232,6 +241,7 @@ def ready(kubeconfig: str, server: str) -> bool:
 def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, list[procs.Proc]]:
     """Start the control plane under ``directory/kwok``; (facts for the state file, its processes).
     kwok leaves the pods of :data:`lab.kube.runner.CONTROLLERS` to the runner (see :func:`stages`)."""
+    from lab.kube.images import REPOSITORIES
     from lab.kube.runner import host_run_labels
     missing = missing_binaries()
     if missing:
@@ -244,7 +254,8 @@ def start(directory: Path, kubectl: str, timeout: float = 120) -> tuple[dict, li
     workdir.mkdir(parents=True, exist_ok=True)
     ports = {name: procs.free_port() for name in PORTS}
     config = workdir / "lab.yaml"
-    config.write_text(yaml.safe_dump_all(kwokctl_config(ports, kubectl, host_run_labels(), workdir), sort_keys=False))
+    config.write_text(yaml.safe_dump_all(kwokctl_config(ports, kubectl, host_run_labels(), workdir,
+                                                         REPOSITORIES), sort_keys=False))
     started: list[procs.Proc] = []
     try:
         _kwokctl(workdir, "--config", str(config), "create", "cluster", "--kubeconfig", "", "--timeout",

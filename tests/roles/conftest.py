@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from kubernetes import client
 
@@ -19,6 +22,32 @@ from tests.sample_app.harness import (
 def runner(lab, tmp_path_factory, request):
     """Runs playbooks on the lab for one test module, in a work folder named after it."""
     return AnsibleRunner(lab, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+
+
+def controller_mode(lab) -> dict:
+    """The variables that run the roles' SQL from this machine (``*_from: controller``) against the
+    lab's PostgreSQL, as a user with a tunnel to RDS would: the lab inventory leaves the roles in
+    their default, cluster mode (Jobs), so the controller modes are tested with these."""
+    pg, cli = lab.postgres, str(Path(sys.executable).parent / "dbos")
+    return {"rds_bootstrap_from": "controller", "rds_admin_host": pg["host"], "rds_admin_port": pg["port"],
+            "rds_admin_ssl_mode": "disable",
+            "migrate_run_from": "controller", "migrate_admin_host": pg["host"], "migrate_admin_port": pg["port"],
+            "migrate_admin_user": pg["user"], "migrate_admin_ssl_mode": "disable", "migrate_dbos_cli": cli,
+            "keda_reader_from": "controller", "keda_admin_host": pg["host"], "keda_admin_port": pg["port"],
+            "keda_admin_user": pg["user"], "keda_admin_ssl_mode": "disable"}
+
+
+def admin_secret(kube, namespace: str, url: str, name: str = "postgres-admin") -> None:
+    """The Secret the migrate and keda roles' Jobs read the admin URL from (the secrets role seals it
+    from the RDS endpoint; here a URL the test chooses), replaced if there."""
+    core = client.CoreV1Api(kube)
+    body = {"metadata": {"name": name}, "stringData": {"database-url": url, "password": "unused"}}
+    try:
+        core.replace_namespaced_secret(name, namespace, body)
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+        core.create_namespaced_secret(namespace, body)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,10 @@ from tests.roles.manifests import as_rendered, validation_errors
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.app"]}]
 RETIRE = REPO / "playbooks" / "retire.yml"
+# These tests are about the role's manifests and its roll-out of versions, not about the app running
+# (tests/site runs it in its pods): an ECR repository the lab has no image for (lab.kube.images), so
+# kwok makes the pods Ready, and pods of a Conductor key and of a CA init container can be tested.
+REPOSITORY = "dbos-app-not-run"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def app_vars(kube, database):
     core.create_namespace({"metadata": {"name": namespace}})
     return {"dbos_namespace": namespace, "dbos_worker_concurrency": 3, "app_queue_db_name": database["name"],
             "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
-            "app_conductor_key_secret_name": "conductor-api-key"}
+            "app_conductor_key_secret_name": "conductor-api-key", "app_ecr_repository": REPOSITORY}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,7 @@ def test_the_deployment_is_the_guides_with_least_privilege(deployed, kube, app_v
             sc.capabilities.drop) == (True, False, True, ["ALL"])
     assert pod.termination_grace_period_seconds == 25 + 10
     assert dep.spec.replicas == 2 and dep.metadata.labels["dbos.dev/app-version"] == "v1"
-    assert app.image.endswith("/dbos-app:v1")
+    assert app.image.endswith(f"/{REPOSITORY}:v1")
     svc = client.CoreV1Api(kube).read_namespaced_service("dbos-app", app_vars["dbos_namespace"])
     assert svc.spec.selector == {"app.kubernetes.io/name": "dbos-app", "dbos.dev/deployment": "dbos-app"}
 

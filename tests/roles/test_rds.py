@@ -14,12 +14,15 @@ from kubernetes import client
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
 from lab.pytest_plugin import Aws
+from tests.roles.conftest import controller_mode
 
 INFRASTRUCTURE = REPO / "playbooks" / "infrastructure.yml"
 
 
-def infra_vars(workdir, **extra) -> dict:
-    return {"eks_kubeconfig_path": str(workdir / "kube" / "eks.yaml"),
+def infra_vars(lab, workdir, **extra) -> dict:
+    """The bootstrap in controller mode (from this machine), unless ``extra`` says otherwise: the
+    cluster mode, the lab inventory's, is tested by test_cluster_mode_* here and by tests/site."""
+    return {**controller_mode(lab), "eks_kubeconfig_path": str(workdir / "kube" / "eks.yaml"),
             "eks_token_helper_path": str(workdir / "kube" / "dbos-eks-token"), **extra}
 
 
@@ -32,7 +35,7 @@ def workdir(tmp_path_factory):
 def converged(lab, workdir):
     """infrastructure.yml run once on an empty AWS (tests that empty it again come last)."""
     lab.reset_aws()
-    result = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE, extra_vars=infra_vars(workdir))
+    result = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE, extra_vars=infra_vars(lab, workdir))
     assert result.ok, result.explain()
     return result
 
@@ -49,7 +52,7 @@ def test_rds_is_requested_before_the_cluster_is_waited_for(converged):
 
 
 def test_second_run_changes_nothing(converged, lab, workdir):
-    again = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE, extra_vars=infra_vars(workdir))
+    again = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE, extra_vars=infra_vars(lab, workdir))
     assert again.ok, again.explain()
     assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
@@ -91,7 +94,7 @@ def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(conver
     # without the record of the controller-side bootstrap, the Job bootstraps as on a new database
     client.CoreV1Api(kube).delete_namespaced_config_map("dbos-app-pg-bootstrapped", "dbos")
     run = AnsibleRunner(lab, workdir).run(
-        INFRASTRUCTURE, extra_vars=infra_vars(workdir, rds_bootstrap_from="cluster"), verbosity=3,
+        INFRASTRUCTURE, extra_vars=infra_vars(lab, workdir, rds_bootstrap_from="cluster"), verbosity=3,
         json_output=False)
     assert run.ok, run.stdout[-3000:]
     secrets = (lab.postgres["password"], lab.postgres["app_role_password"])
@@ -106,6 +109,11 @@ def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(conver
     refs = {e.name: e.value_from.secret_key_ref.key for e in container.env if e.value_from}
     assert refs == {"PGPASSWORD": "master-password", "APP_ROLE_PASSWORD": "app-role-password"}
     assert any(c.type == "Complete" for c in job.status.conditions)
+    # its container ran psql against the RDS endpoint's name (the lab's PostgreSQL, with TLS) and exited 0
+    pods = client.CoreV1Api(kube).list_namespaced_pod("dbos", label_selector="job-name=dbos-app-pg-bootstrap").items
+    assert [p.status.container_statuses[0].state.terminated.exit_code for p in pods] == [0]
+    env = {e.name: e.value for e in container.env if e.value}
+    assert env["PGHOST"].endswith(".rds.amazonaws.com") and env["PGSSLMODE"] == "require"
     core = client.CoreV1Api(kube)
     assert "dbos-app-pg-bootstrap" not in [s.metadata.name for s in core.list_namespaced_secret("dbos").items]
     sql = core.read_namespaced_config_map("dbos-app-pg-bootstrap", "dbos").data["bootstrap.sql"]
@@ -113,7 +121,7 @@ def test_cluster_mode_bootstrap_keeps_passwords_out_of_manifests_and_logs(conver
     assert not any(secret in sql for secret in secrets)
 
     again = AnsibleRunner(lab, workdir).run(INFRASTRUCTURE,
-                                            extra_vars=infra_vars(workdir, rds_bootstrap_from="cluster"))
+                                            extra_vars=infra_vars(lab, workdir, rds_bootstrap_from="cluster"))
     assert again.ok, again.explain()
     assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
@@ -135,7 +143,7 @@ def test_a_changed_role_password_is_set_once_and_recorded_only_as_a_keyed_digest
     other = "another-app-role-password"
     before = record()
     try:
-        changed = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, dbos_db_app_role_password=other))
+        changed = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(lab, workdir, dbos_db_app_role_password=other))
         assert changed.ok, changed.explain()
         assert changed.task("Create the application role")["changed"]
         assert logs_in(other) and not logs_in(pg["app_role_password"])
@@ -144,16 +152,16 @@ def test_a_changed_role_password_is_set_once_and_recorded_only_as_a_keyed_digest
         assert after["app-role-password-digest"].startswith("hmac-sha256:")
         assert other not in json.dumps(after) and pg["app_role_password"] not in json.dumps(after)
 
-        again = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir, dbos_db_app_role_password=other))
+        again = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(lab, workdir, dbos_db_app_role_password=other))
         assert again.ok, again.explain()
         assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
 
         forced = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(
-            workdir, dbos_db_app_role_password=other, rds_update_app_role_password=True))
+            lab, workdir, dbos_db_app_role_password=other, rds_update_app_role_password=True))
         assert forced.ok, forced.explain()
         assert not forced.task("Create the application role").get("skipped")  # set again when asked
     finally:
-        restored = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir))
+        restored = runner.run(INFRASTRUCTURE, extra_vars=infra_vars(lab, workdir))
         assert restored.ok, restored.explain()
     assert logs_in(pg["app_role_password"]) and record() == before
 
@@ -227,8 +235,8 @@ def test_missing_passwords_fail_before_any_aws_call(aws, ansible, lab, tmp_path)
     assert aws.client("rds").describe_db_subnet_groups()["DBSubnetGroups"] == []
 
 
-def test_check_mode_on_a_fresh_lab_creates_nothing(aws, ansible, workdir):
-    result = ansible.run(INFRASTRUCTURE, extra_vars=infra_vars(workdir / "check"), check=True)
+def test_check_mode_on_a_fresh_lab_creates_nothing(aws, ansible, lab, workdir):
+    result = ansible.run(INFRASTRUCTURE, extra_vars=infra_vars(lab, workdir / "check"), check=True)
     assert result.ok, result.explain()
     assert [v["CidrBlock"] for v in aws.client("ec2").describe_vpcs()["Vpcs"]] == ["172.31.0.0/16"]
     assert aws.client("rds").describe_db_instances()["DBInstances"] == []

@@ -42,9 +42,18 @@ def test_demo_converges_the_site_and_shows_the_app_and_the_module(demo):
                  "ECR repository", "Deployment      dbos/dbos-app: 2/2 available",
                  "SealedSecret    dbos/dbos-app-db: Synced=True", "ScaledObject    dbos/dbos-app-scaledobject"):
         assert line in out, line
-    assert '200 {"status": "ok"' in out or re.search(r"\n  200 \{.*\}", out)  # /healthz
-    assert '"queue_length": 7' in out  # /metrics: 9 enqueued, 2 running
-    assert "taskQueue: queue_length=7 desired_replicas=4" in out  # queue_depth via the metrics endpoint
+    # the app answered from its pods, through its Service's name, to a client pod in the cluster
+    assert "dbos-app-pg-bootstrap" in out and "Completed" in out and "Starting DBOS migrations" in out
+    ready = re.findall(r"\n  (dbos-app-\w+-\w+)\s+1/1\s+Running", out)
+    assert len(ready) == 2, out[-6000:]
+    assert re.search(r'\$ curl http://dbos-app\.dbos\.svc\.cluster\.local:8080/healthz\n    200 \{"status": "ok"', out)
+    pods, concurrency, waiting = map(int, re.search(r"(\d) pods x WORKER_CONCURRENCY=(\d) run at once; the other "
+                                                    r"(\d+) of 9 wait", out).groups())
+    assert waiting == 9 - pods * concurrency
+    assert f'200 {{"queue_length": {waiting}, "queue_length_exact": true}}' in out  # /metrics
+    # queue_depth through `kubectl port-forward svc/dbos-app`, and from the database
+    desired = -(-waiting // concurrency)
+    assert out.count(f"taskQueue: queue_length={waiting} desired_replicas={desired}") == 2
     assert lab.postgres["password"] not in out and lab.postgres["app_role_password"] not in out
     assert "make demo-teardown" in out and "-e dbos_teardown_confirm=dbos-app-cluster" in out
 
