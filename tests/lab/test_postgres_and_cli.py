@@ -14,7 +14,8 @@ from lab.procs import port_open
 
 
 def test_sql_through_community_postgresql(ansible, lab):
-    pg = {"login_host": "{{ rds_admin_host }}", "login_port": "{{ rds_admin_port }}",
+    # the lab's PostgreSQL as the lab inventory describes it (its state file's facts)
+    pg = {"login_host": "{{ lab.postgres.host }}", "login_port": "{{ lab.postgres.port }}",
           "login_user": "{{ rds_master_username }}", "login_password": "{{ dbos_db_admin_password }}"}
     result = ansible.run([{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "Create a table", "community.postgresql.postgresql_query": {

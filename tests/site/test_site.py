@@ -147,7 +147,7 @@ def test_a_changed_app_role_password_reaches_the_database_the_secret_and_the_pod
         changed = runner.run(SITE, extra_vars={"dbos_db_app_role_password": new_password})
         assert changed.ok, changed.explain()
         order = [n for n, r in changed.tasks() if r.get("changed")]
-        assert order.index("dbos.deploy.rds : Create the application role") \
+        assert order.index("dbos.deploy.rds : Run the bootstrap Job") \
             < order.index("dbos.deploy.secrets : Seal the Secrets into files") \
             < order.index("dbos.deploy.app : Apply the Deployment and the Service, and wait for the rollout"), order
 
@@ -158,8 +158,14 @@ def test_a_changed_app_role_password_reaches_the_database_the_secret_and_the_pod
         with psycopg.connect(host=pg["host"], port=pg["port"], dbname=url.path.lstrip("/"),
                              user=unquote(url.username), password=unquote(url.password)) as conn:
             assert conn.execute("SELECT current_user").fetchone() == ("dbos_app_role",)
-        # and the pods roll to read it
-        assert deployment().spec.template.metadata.annotations["dbos.dev/secrets-revision"] != revision_before
+        # and the pods roll to read it: the new ones are Ready, so DBOS logged in with it
+        revision = deployment().spec.template.metadata.annotations["dbos.dev/secrets-revision"]
+        assert revision != revision_before
+        with kube_api(lab) as api:
+            pods = client.CoreV1Api(api).list_namespaced_pod("dbos", label_selector="app.kubernetes.io/name=dbos-app")
+        rolled = [p for p in pods.items if p.metadata.annotations.get("dbos.dev/secrets-revision") == revision
+                  and p.metadata.deletion_timestamp is None]
+        assert rolled and all({c.type: c.status for c in p.status.conditions}["Ready"] == "True" for p in rolled)
 
         again = runner.run(SITE, extra_vars={"dbos_db_app_role_password": new_password})
         assert again.ok, again.explain()
