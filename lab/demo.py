@@ -247,7 +247,10 @@ def main() -> int:
     finally:
         forward.terminate()
     heading("dbos.deploy.queue_depth: the same, straight from the database")
-    playbook(lab, "scale_report.yml", "-e", "scale_report_source=database")
+    say("  (from this machine, as through a tunnel to RDS: here, the lab's PostgreSQL)")
+    pg = lab.postgres
+    playbook(lab, "scale_report.yml", "-e", "scale_report_source=database", "-e", f"scale_report_db_host={pg['host']}",
+             "-e", f"scale_report_db_port={pg['port']}", "-e", "scale_report_db_ssl_mode=disable")
 
     heading("Tear down")
     say("  make demo-teardown      # playbooks/teardown.yml against the lab, then the lab stops; by hand:")

@@ -13,13 +13,17 @@ from ansible_collections.dbos.deploy.plugins.module_utils.queue_depth import (
 
 
 def queue_depth_query(queue, statuses=IN_FLIGHT, schema="dbos", *, application_name=None, application_version=None,
-                      limit=None):
+                      limit=None, group_by=None):
     """The SQL counting ``queue``'s workflows in ``statuses``, values inlined as literals; with ``limit``
-    n (an int or a string of digits) it counts at most n."""
+    n (an int or a string of digits) it counts at most n; with ``group_by`` ``application_version``,
+    one row (version, count) per version."""
+    if group_by not in (None, "", "application_version"):
+        raise AnsibleFilterError(f"queue_depth_query: group_by is application_version or empty, got {group_by!r}")
     try:
         return literal_count_query(queue, list(statuses), schema, application_name=application_name or None,
                                    application_version=application_version or None,
-                                   limit=None if limit in (None, "") else limit)
+                                   limit=None if limit in (None, "") else limit,
+                                   group_by_version=group_by == "application_version")
     except QueueDepthError as e:
         raise AnsibleFilterError(f"queue_depth_query: {e}") from None
 

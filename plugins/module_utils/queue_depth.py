@@ -141,14 +141,16 @@ def sql_literal(value):
     return f"'{quoted}'"
 
 
-def literal_count_query(queue, statuses, schema="dbos", *, application_name=None, application_version=None, limit=None):
+def literal_count_query(queue, statuses, schema="dbos", *, application_name=None, application_version=None, limit=None,
+                        group_by_version=False):
     """:func:`count_query` with its parameters written in as literals: one self-contained statement for
-    a client that cannot bind parameters, such as KEDA's postgresql trigger."""
+    a client that cannot bind parameters, such as KEDA's postgresql trigger or psql in a Job."""
     problem = queue_name_problem(queue)
     if problem:
         raise QueueDepthError(f"{queue!r} is not a DBOS queue name: {problem}")
     sql, params = count_query(statuses, schema, application_name=application_name,
-                              application_version=application_version, limit=limit)
+                              application_version=application_version, limit=limit,
+                              group_by_version=group_by_version)
     params["queue"] = queue
     return sql % {name: sql_literal(value) for name, value in params.items()}
 

@@ -34,7 +34,15 @@ def controller_mode(lab) -> dict:
             "migrate_run_from": "controller", "migrate_admin_host": pg["host"], "migrate_admin_port": pg["port"],
             "migrate_admin_user": pg["user"], "migrate_admin_ssl_mode": "disable", "migrate_dbos_cli": cli,
             "keda_reader_from": "controller", "keda_admin_host": pg["host"], "keda_admin_port": pg["port"],
-            "keda_admin_user": pg["user"], "keda_admin_ssl_mode": "disable"}
+            "keda_admin_user": pg["user"], "keda_admin_ssl_mode": "disable",
+            "app_queue_count_from": "controller", **queue_db_tunnel(lab, "app_queue_db")}
+
+
+def queue_db_tunnel(lab, prefix: str) -> dict:
+    """``<prefix>_host``/``_port``/``_ssl_mode`` naming the lab's PostgreSQL as this machine reaches it,
+    as a tunnel to RDS would (the RDS endpoint's name resolves only in the lab's pods)."""
+    pg = lab.postgres
+    return {f"{prefix}_host": pg["host"], f"{prefix}_port": pg["port"], f"{prefix}_ssl_mode": "disable"}
 
 
 def admin_secret(kube, namespace: str, url: str, name: str = "postgres-admin") -> None:

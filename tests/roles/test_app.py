@@ -12,6 +12,7 @@ from kubernetes import client
 
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
+from tests.roles.conftest import controller_mode
 from tests.roles.manifests import as_rendered, validation_errors
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.app"]}]
@@ -32,6 +33,9 @@ def app_vars(kube, database):
     core = client.CoreV1Api(kube)
     namespace = f"app-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
+    # the app's Secret, as the secrets role leaves it: the count Job reads the restricted role's URL there
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "dbos-app-db"},
+                                              "stringData": {"database-url": database["url"]}})
     return {"dbos_namespace": namespace, "dbos_worker_concurrency": 3, "app_queue_db_name": database["name"],
             "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
             "app_conductor_key_secret_name": "conductor-api-key", "app_ecr_repository": REPOSITORY}
@@ -133,40 +137,85 @@ def finish(database, version: str) -> None:
         conn.execute("UPDATE dbos.workflow_status SET status = 'SUCCESS' WHERE application_version = %s", (version,))
 
 
-@pytest.mark.usefixtures("deployed")
-def test_an_upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(runner, kube, app_vars, database, lab):
+def upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(runner, kube, app_vars, database, lab, *,
+                                                                   versions: tuple[str, str, str]) -> None:
+    old_version, new, newer = versions
     ns = app_vars["dbos_namespace"]
-    enqueue(database, "v1", 3)
-    upgraded = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v2"})
+    enqueue(database, old_version, 3)
+    upgraded = runner.run(PLAY, extra_vars={**app_vars, "app_version": new})
     assert upgraded.ok, upgraded.explain()
     found = deployments(kube, ns)
-    assert found["dbos-app"].metadata.labels["dbos.dev/app-version"] == "v2"
+    assert found["dbos-app"].metadata.labels["dbos.dev/app-version"] == new
     env = {e.name: e.value for e in found["dbos-app"].spec.template.spec.containers[0].env}
-    assert env["DBOS_APP_VERSION"] == "v2"
-    old = found["dbos-app-v1"]
-    assert old.metadata.labels["dbos.dev/app-version"] == "v1"
+    assert env["DBOS_APP_VERSION"] == new
+    old = found[f"dbos-app-{old_version}"]
+    assert old.metadata.labels["dbos.dev/app-version"] == old_version
     old_env = {e.name: e.value for e in old.spec.template.spec.containers[0].env}
-    assert old_env["DBOS_APP_VERSION"] == "v1" and old.spec.template.spec.containers[0].image.endswith(":v1")
+    assert old_env["DBOS_APP_VERSION"] == old_version
+    assert old.spec.template.spec.containers[0].image.endswith(f":{old_version}")
     service = client.CoreV1Api(kube).read_namespaced_service("dbos-app", ns)
     assert service.spec.selector["dbos.dev/deployment"] == "dbos-app"
-    assert old.spec.template.metadata.labels["dbos.dev/deployment"] == "dbos-app-v1"
+    assert old.spec.template.metadata.labels["dbos.dev/deployment"] == f"dbos-app-{old_version}"
     # (a list's items carry no apiVersion and kind on a real API server: read the one object)
-    old_read = client.AppsV1Api(kube).read_namespaced_deployment("dbos-app-v1", ns)
+    old_read = client.AppsV1Api(kube).read_namespaced_deployment(f"dbos-app-{old_version}", ns)
     assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(old_read))) == []
 
     still = AnsibleRunner(lab, runner.workdir).run(RETIRE, extra_vars=app_vars)
     assert still.ok, still.explain()
-    assert "dbos-app-v1" in deployments(kube, ns)  # v1 work is still queued
+    assert f"dbos-app-{old_version}" in deployments(kube, ns)  # its work is still queued
 
-    finish(database, "v1")
+    finish(database, old_version)
     retired = AnsibleRunner(lab, runner.workdir).run(RETIRE, extra_vars=app_vars)
     assert retired.ok, retired.explain()
-    assert "dbos-app-v1" not in deployments(kube, ns)
+    assert f"dbos-app-{old_version}" not in deployments(kube, ns)
 
-    # v2 has no work when v3 comes: no dbos-app-v2 is kept
-    v3 = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v3"})
+    # the new version has no work when the newer comes: none is kept
+    v3 = runner.run(PLAY, extra_vars={**app_vars, "app_version": newer})
     assert v3.ok, v3.explain()
     assert sorted(n for n in deployments(kube, ns) if n.startswith("dbos-app")) == ["dbos-app"]
+
+
+@pytest.mark.usefixtures("deployed")
+def test_an_upgrade_keeps_the_old_version_while_it_has_work_counted_by_a_job(runner, kube, app_vars, database, lab):
+    """The default: the work per version is counted by a Job in the cluster, whose psql (the lab runs
+    the postgres image's) reads the app's database URL from its Secret, as the restricted role."""
+    upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(runner, kube, app_vars, database, lab,
+                                                                   versions=("v1", "v2", "v3"))
+    job = client.BatchV1Api(kube).read_namespaced_job("dbos-app-count-work", app_vars["dbos_namespace"])
+    assert any(c.type == "Complete" and c.status == "True" for c in job.status.conditions)
+    [container] = job.spec.template.spec.containers
+    assert [(e.name, e.value_from.secret_key_ref.name) for e in container.env] == [("DATABASE_URL", "dbos-app-db")]
+    assert database["password"] not in str(container.command) + str(container.args)
+    assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(job))) == []
+
+
+def test_an_upgrade_keeps_the_old_version_while_it_has_work_counted_from_this_machine(runner, kube, app_vars,
+                                                                                     database, lab):
+    """app_queue_count_from controller: dbos.deploy.queue_depth from this machine, through a tunnel."""
+    upgrade_keeps_the_old_version_while_it_has_work_then_retires_it(
+        runner, kube, {**app_vars, **controller_mode(lab)}, database, lab, versions=("v3", "v4", "v5"))
+
+
+def test_a_count_job_that_fails_fails_the_role_with_its_log_and_keeps_the_old_version(runner, kube, app_vars,
+                                                                                     database, lab):
+    """A database URL the restricted role cannot log in with: the count fails, and the role with it,
+    showing psql's error; no version is retired on a count that was not read."""
+    ns = app_vars["dbos_namespace"]
+    core = client.CoreV1Api(kube)
+    good = core.read_namespaced_secret("dbos-app-db", ns)
+    bad = database["url"].replace(database["password"], "not-the-password")
+    core.patch_namespaced_secret("dbos-app-db", ns, {"stringData": {"database-url": bad}})
+    try:
+        enqueue(database, "v5", 1)
+        failed = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v6"})
+        assert not failed.ok
+        msg = failed.task("Fail with the log if the count failed")["msg"]
+        assert "dbos-app-count-work" in msg and "password authentication failed" in msg, msg
+        assert "not-the-password" not in failed.stdout
+        assert deployments(kube, ns)["dbos-app"].metadata.labels["dbos.dev/app-version"] == "v5"
+    finally:
+        core.replace_namespaced_secret("dbos-app-db", ns, good)
+        finish(database, "v5")
 
 
 def test_building_the_image_needs_a_docker_engine_and_stops_before_the_cluster(runner, app_vars, kube):

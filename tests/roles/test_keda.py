@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from lab.core import REPO
-from tests.roles.conftest import admin_secret, controller_mode
+from tests.roles.conftest import admin_secret, controller_mode, queue_db_tunnel
 from tests.roles.manifests import as_rendered, validation_errors
 from tests.sample_app.harness import (
     wait_for,
@@ -322,7 +322,8 @@ def test_seven_queued_behind_concurrency_two_call_for_four_replicas(runner, star
     assert re.match(r"dbos-app: replicas=\S+ desired_replicas=4 ", by_url.task("Report the replicas")["msg"])
 
     db = {"scale_report_source": "database", "app_queue_db_name": database["name"],
-          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"]}
+          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
+          **queue_db_tunnel(postgresql["lab"], "scale_report_db")}
     by_db = runner.run(SCALE_REPORT, extra_vars={**common, **db})
     assert by_db.ok, by_db.explain()
     assert by_db.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=7 desired_replicas=4"
@@ -373,7 +374,8 @@ def test_triggers_count_up_to_the_bound_and_ask_for_what_a_full_count_asks_for(r
     assert report.ok, report.explain()
     assert report.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length>=4 desired_replicas=2"
     db = {"scale_report_source": "database", "app_queue_db_name": database["name"], "keda_trigger": "postgresql",
-          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"]}
+          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
+          **queue_db_tunnel(postgresql["lab"], "scale_report_db")}
     report = runner.run(SCALE_REPORT, extra_vars={**common, **db})
     assert report.ok, report.explain()
     assert report.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length>=4 desired_replicas=2"

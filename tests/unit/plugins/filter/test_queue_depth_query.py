@@ -51,3 +51,18 @@ def test_a_limit_bounds_the_count():
 def test_a_bad_limit_is_refused(limit):
     with pytest.raises(AnsibleFilterError, match="limit must be a positive integer"):
         queue_depth_query("taskQueue", limit=limit)
+
+
+def test_grouped_by_version_it_is_the_modules_grouped_count():
+    sql = qd.count_query(["ENQUEUED", "PENDING"], group_by_version=True)[0]
+    assert queue_depth_query("taskQueue", group_by="application_version") == sql.replace("%(queue)s", "'taskQueue'")
+    assert sql.startswith("SELECT application_version, count(*)") and "GROUP BY application_version" in sql
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"group_by": "queue_name"}, "group_by is application_version or empty"),
+    ({"group_by": "application_version", "limit": 5}, "always exact: no limit with group_by"),
+])
+def test_a_grouping_it_cannot_do_is_refused(args, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        queue_depth_query("q", **args)
