@@ -202,7 +202,6 @@ def test_a_count_job_that_fails_fails_the_role_with_its_log_and_keeps_the_old_ve
     showing psql's error; no version is retired on a count that was not read."""
     ns = app_vars["dbos_namespace"]
     core = client.CoreV1Api(kube)
-    good = core.read_namespaced_secret("dbos-app-db", ns)
     bad = database["url"].replace(database["password"], "not-the-password")
     core.patch_namespaced_secret("dbos-app-db", ns, {"stringData": {"database-url": bad}})
     try:
@@ -214,7 +213,7 @@ def test_a_count_job_that_fails_fails_the_role_with_its_log_and_keeps_the_old_ve
         assert "not-the-password" not in failed.stdout
         assert deployments(kube, ns)["dbos-app"].metadata.labels["dbos.dev/app-version"] == "v5"
     finally:
-        core.replace_namespaced_secret("dbos-app-db", ns, good)
+        core.patch_namespaced_secret("dbos-app-db", ns, {"stringData": {"database-url": database["url"]}})
         finish(database, "v5")
 
 
