@@ -263,22 +263,12 @@ class Runner:
     # what a kubelet resolves before it starts a container
 
     def _secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        secret = _or_none(self.core.read_namespaced_secret, name, namespace)
+        return None if secret is None else {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     def _config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        try:
-            config_map = self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return {k: v.encode() for k, v in (config_map.data or {}).items()}
+        config_map = _or_none(self.core.read_namespaced_config_map, name, namespace)
+        return None if config_map is None else {k: v.encode() for k, v in (config_map.data or {}).items()}
 
     def container_env(self, container: client.V1Container, pod: client.V1Pod, pod_ip: str) -> dict[str, str]:
         """The container's ``env``: values (``$(VAR)`` expanded), Secret and ConfigMap keys and
@@ -817,6 +807,16 @@ def _mount_script(mounts: dict[str, Volume], inside: dict[str, str], bound: set[
         'mount --bind "$0"/resolv.conf /etc/resolv.conf && mount --bind "$0"/hosts /etc/hosts',
         *mounting, *(["mount -o remount,bind,ro /"] if read_only_root else []), f'cd {shlex.quote(workdir)}',
         'exec "$@"'))
+
+
+def _or_none(read, name: str, namespace: str):
+    """``read(name, namespace)``, or None if the API answers 404."""
+    try:
+        return read(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
 
 
 def _now() -> str:

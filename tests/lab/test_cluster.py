@@ -147,7 +147,7 @@ def test_pods_and_nodes_have_loopback_addresses_and_services_no_endpoints(api):
     for node in core.list_node().items:
         assert all(ipaddress.ip_address(a.address) in loopback for a in node.status.addresses if a.type != "Hostname")
     # the endpoints controller writes the Service's Endpoints without the pod's loopback address
-    endpoints = wait_for(lambda: read_or_none(core.read_namespaced_endpoints, "echo", namespace), 30,
+    endpoints = wait_for(lambda: read_or_none(core.read_namespaced_endpoints, "echo", namespace), 90,
                          "the Service's Endpoints")
     assert not [a for subset in endpoints.subsets or [] for a in subset.addresses or []], endpoints.subsets
 

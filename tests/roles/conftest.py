@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,12 @@ def queue_db_tunnel(lab, prefix: str) -> dict:
 
 
 def admin_secret(kube, namespace: str, url: str, name: str = "postgres-admin") -> None:
-    """The Secret the migrate and keda roles' Jobs read the admin URL from (the secrets role seals it
-    from the RDS endpoint; here a URL the test chooses), replaced if there."""
+    """The Secret the migrate and keda roles' Jobs read the admin URL and password from (the secrets
+    role seals it from the RDS endpoint; here a URL the test chooses, and its password), replaced if
+    there."""
     core = client.CoreV1Api(kube)
-    body = {"metadata": {"name": name}, "stringData": {"database-url": url, "password": "unused"}}
+    password = urllib.parse.unquote(urllib.parse.urlsplit(url).password or "")
+    body = {"metadata": {"name": name}, "stringData": {"database-url": url, "password": password}}
     try:
         core.replace_namespaced_secret(name, namespace, body)
     except client.ApiException as e:

@@ -29,16 +29,19 @@ def database(migrated_database):
 
 
 @pytest.fixture(scope="module")
-def app_vars(kube, database):
+def app_vars(kube, database, lab):
     core = client.CoreV1Api(kube)
     namespace = f"app-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     # the app's Secret, as the secrets role leaves it: the count Job reads the restricted role's URL there
-    core.create_namespaced_secret(namespace, {"metadata": {"name": "dbos-app-db"},
-                                              "stringData": {"database-url": database["url"]}})
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "dbos-app-db"}, "stringData": {
+        "database-url": database["url"], "password": database["password"]}})
     return {"dbos_namespace": namespace, "dbos_worker_concurrency": 3, "app_queue_db_name": database["name"],
             "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
-            "app_conductor_key_secret_name": "conductor-api-key", "app_ecr_repository": REPOSITORY}
+            "app_conductor_key_secret_name": "conductor-api-key", "app_ecr_repository": REPOSITORY,
+            # no rds role here: the lab's PostgreSQL as the count Job's pod reaches it
+            "app_queue_db_host": lab.postgres["host"], "app_queue_db_port": lab.postgres["port"],
+            "app_queue_db_ssl_mode": "disable"}
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +187,10 @@ def test_an_upgrade_keeps_the_old_version_while_it_has_work_counted_by_a_job(run
     job = client.BatchV1Api(kube).read_namespaced_job("dbos-app-count-work", app_vars["dbos_namespace"])
     assert any(c.type == "Complete" and c.status == "True" for c in job.status.conditions)
     [container] = job.spec.template.spec.containers
-    assert [(e.name, e.value_from.secret_key_ref.name) for e in container.env] == [("DATABASE_URL", "dbos-app-db")]
-    assert database["password"] not in str(container.command) + str(container.args)
+    refs = [(e.name, e.value_from.secret_key_ref.name, e.value_from.secret_key_ref.key)
+            for e in container.env if e.value_from]
+    assert refs == [("PGPASSWORD", "dbos-app-db", "password")]
+    assert database["password"] not in str(container.command) + str(container.args) + str(container.env)
     assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(job))) == []
 
 
@@ -202,8 +207,7 @@ def test_a_count_job_that_fails_fails_the_role_with_its_log_and_keeps_the_old_ve
     showing psql's error; no version is retired on a count that was not read."""
     ns = app_vars["dbos_namespace"]
     core = client.CoreV1Api(kube)
-    bad = database["url"].replace(database["password"], "not-the-password")
-    core.patch_namespaced_secret("dbos-app-db", ns, {"stringData": {"database-url": bad}})
+    core.patch_namespaced_secret("dbos-app-db", ns, {"stringData": {"password": "not-the-password"}})
     try:
         enqueue(database, "v5", 1)
         failed = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v6"})
@@ -213,7 +217,7 @@ def test_a_count_job_that_fails_fails_the_role_with_its_log_and_keeps_the_old_ve
         assert "not-the-password" not in failed.stdout
         assert deployments(kube, ns)["dbos-app"].metadata.labels["dbos.dev/app-version"] == "v5"
     finally:
-        core.patch_namespaced_secret("dbos-app-db", ns, {"stringData": {"database-url": database["url"]}})
+        core.patch_namespaced_secret("dbos-app-db", ns, {"stringData": {"password": database["password"]}})
         finish(database, "v5")
 
 

@@ -95,7 +95,8 @@ def test_the_controller_unseals_the_three_secrets_of_the_guide(converged, kube, 
         assert (url.scheme, url.username, unquote(url.password), url.hostname, url.port, url.path) == (
             "postgresql", user, password, "dbos-app-pg.abc.us-east-1.rds.amazonaws.com", 5432, "/dbos_app")
         assert parse_qs(url.query) == {"sslmode": ["require"]}
-    assert set(secret_data(kube, "dbos-app-db")) == {"database-url"}
+    app_data = secret_data(kube, "dbos-app-db")
+    assert set(app_data) == {"password", "database-url"} and app_data["password"] == app
     assert secret_data(kube, "conductor-api-key") == {"api-key": key}
     for name in ("postgres-admin", "dbos-app-db", "conductor-api-key"):
         [owner] = client.CoreV1Api(kube).read_namespaced_secret(name, "dbos").metadata.owner_references
