@@ -243,6 +243,7 @@ class Runner:
         self.ca = Path(doc["clusters"][0]["cluster"]["certificate-authority"]).read_text()
         self.state, self.logs, self.publish = state, logs, publish
         self.images = images.images(image_dir) if image_dir else {}
+        self.image_dir = image_dir
         self.running: dict[str, Run] = {}  # pod uid -> its container's process
         self.crashed: dict[str, tuple[int, float]] = {}  # pod uid -> (restarts, when to start it again)
         self.finished: set[str] = set()  # pods whose container exited for good (Jobs' pods)
@@ -345,6 +346,7 @@ class Runner:
             "expirationSeconds": TOKEN_SECONDS,
             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name,
                                "uid": pod.metadata.uid}}}).status.token
+        self.names.changed(now=True)  # a container started right after its database was made finds it
         files = (("token", token), ("ca.crt", self.ca), ("namespace", namespace), ("resolv.conf", RESOLV_CONF),
                  ("hosts", self.names.hosts()))
         for name, value in files:
@@ -376,7 +378,10 @@ class Runner:
             argv = [str(workload.binary), *args]
             env = {"PATH": "/usr/bin:/bin", **env, **service}
             workdir = "/"
-        script = _mount_script(mounts, inside, bound, workdir, read_only_root=is_image)
+        keep = (str(images.ROOT), sys.prefix, str(self.image_dir or images.ROOT),
+                str(Path(argv[0]).parent) if argv[0].startswith("/") else sys.prefix)
+        script = _mount_script(mounts, inside, bound, workdir, read_only_root=is_image,
+                               keep=tuple(dict.fromkeys(keep)))
         log = self.logs / f"{namespace}.{pod.metadata.name}.{container.name}.log"
         proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(folder),
                                  *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -788,21 +793,32 @@ Workload = HostController | images.Image
 
 
 def _mount_script(mounts: dict[str, Volume], inside: dict[str, str], bound: set[str] | dict, workdir: str,
-                  *, read_only_root: bool = False) -> str:
+                  *, read_only_root: bool = False, keep: tuple[str, ...] = ()) -> str:
     """The shell script that makes the container's mount namespace, then runs its command: the
     pod's service-account folder, resolv.conf and hosts file, and its volumes (``inside``: each
     volume's folder as seen from inside; those in ``bound`` are mounted at their own mount path), a
     read-only volume read-only wherever the container sees it; with ``read_only_root``, this
     machine's root filesystem read-only to it (there is no container layer to write to: what it
-    writes goes to its volumes). ``$0`` is the pod's folder here."""
-    mounting = []
+    writes goes to its volumes). ``$0`` is the pod's folder here.
+
+    ``keep``: this machine's folders the container's process is made of (the venv, the checkout, the
+    images' folder, a controller's binary): a volume mounted over one of their parents (an emptyDir
+    at /tmp, with a checkout under /tmp) would hide them, so they are mounted again where they were."""
+    mounting, saving = [], []
+    for i, folder in enumerate(keep):
+        saving.append(f"mkdir -p /run/lab-keep/{i} && mount --bind {shlex.quote(folder)} /run/lab-keep/{i}")
     for path, volume in sorted(mounts.items()):
         seen_at = shlex.quote(path if path in bound else inside[path])
         mounting.append(f"mount --bind {shlex.quote(inside[path])} {seen_at}")
         if volume.read_only:
             mounting.append(f"mount -o remount,bind,ro {seen_at}")
+        for i, folder in enumerate(keep):
+            if path in bound and (folder + "/").startswith(path.rstrip("/") + "/"):
+                kept = shlex.quote(folder)
+                mounting.append(f"mkdir -p {kept} && mount --bind /run/lab-keep/{i} {kept}")
     return " && ".join((
         f'mount -t tmpfs lab-pod /run && mkdir -p {SA_DIR} {POD_DIR} && mount --bind "$0" {POD_DIR}',
+        *saving,
         f'cp "$0"/token "$0"/ca.crt "$0"/namespace {SA_DIR}/',
         'mount --bind "$0"/resolv.conf /etc/resolv.conf && mount --bind "$0"/hosts /etc/hosts',
         *mounting, *(["mount -o remount,bind,ro /"] if read_only_root else []), f'cd {shlex.quote(workdir)}',
@@ -855,13 +871,13 @@ class Names:
             return self.endpoints
         return tuple(sorted(i["Endpoint"]["Address"] for i in found if i.get("Endpoint", {}).get("Address")))
 
-    def changed(self, services: dict[str, list[str]] | None = None) -> bool:
+    def changed(self, services: dict[str, list[str]] | None = None, *, now: bool = False) -> bool:
         """Take the Services' names (when given) and look at the RDS endpoints again (every few
-        seconds); did anything change?"""
+        seconds, or ``now``); did anything change?"""
         changed = services is not None and services != self.services
         if changed:
             self.services = services
-        if time.monotonic() - self.checked >= self.REFRESH_SECONDS:
+        if now or time.monotonic() - self.checked >= self.REFRESH_SECONDS:
             self.checked = time.monotonic()
             endpoints = self._lookup()
             if endpoints != self.endpoints:

@@ -196,3 +196,26 @@ def test_the_hosts_file_keeps_what_it_knew_when_moto_answers_500():
                                               "127.2.0.9 db.aaaaaaaaaa.us-west-2.rds.amazonaws.com"]
     finally:
         server.shutdown()
+
+
+def test_a_volume_over_tmp_does_not_hide_the_checkout_the_container_runs_from(tmp_path):
+    """A checkout under /tmp (as CI's fresh clone is) and an emptyDir at /tmp: the checkout's folders
+    are mounted again over the volume, so the venv's entrypoint is still found; a folder outside the
+    volume's path is not remounted. The script is run for real, in a mount namespace of its own."""
+    pod, checkout, volume = tmp_path / "pod", tmp_path / "checkout", tmp_path / "empty"
+    for folder in (pod, checkout / "bin", volume):
+        folder.mkdir(parents=True)
+    for name in ("token", "ca.crt", "namespace", "resolv.conf", "hosts"):
+        (pod / name).write_text("")
+    (checkout / "bin" / "hello").write_text("#!/bin/sh\necho hello from the checkout; ls /tmp\n")
+    (checkout / "bin" / "hello").chmod(0o755)
+    script = runner._mount_script({"/tmp": runner.Volume(volume, read_only=False)}, {"/tmp": str(volume)},
+                                  {"/tmp": str(volume)}, "/", keep=(str(checkout), "/usr/share"))
+    assert f"mount --bind /run/lab-keep/0 {checkout}" in script
+    assert "mount --bind /run/lab-keep/1" not in script  # /usr/share is not under /tmp
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(pod),
+                           str(checkout / "bin" / "hello")], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    # the checkout ran, and /tmp is the volume (only the folders leading to the checkout are in it)
+    assert done.stdout.splitlines() == ["hello from the checkout", tmp_path.parts[2]]
