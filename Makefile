@@ -1,6 +1,8 @@
-# dbos.deploy development: everything installs from this file (Python 3.11 is the only prerequisite).
+# dbos.deploy development. Prerequisites: Python 3.11, make, Node.js >= 18 with npm (the tests'
+# Sealed Secrets cross-check) and Go 1.26 (make lab-build: the lab's Kubernetes from its Go modules,
+# into ~/.cache/dbos-deploy/lab); everything else this file installs into the checkout, from PyPI and npm.
 #   make demo       the main job on the lab: site.yml, then the sample app and the queue-depth module
-#   make test       lint + every test (the default molecule scenario included), on labs the tests start
+#   make test       lint + every test but the per-role molecule scenarios, on labs the tests start
 #   make test-all   the same plus the per-role molecule scenarios
 #   make lab-up     start a lab in .lab/ (make lab-status, make lab-down)
 #   make help       all targets
@@ -37,7 +39,7 @@ COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	demo-teardown molecule bench-site bench-infrastructure bench-queue-depth bench-sample-app bench-lab clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "%-22s%s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 install: venv tools crosscheck collection ## everything: .venv, helm/kubectl, the npm cross-check, the collection in .collections
 
@@ -72,16 +74,16 @@ constraints: ## re-resolve constraints.txt from requirements.txt (needs the pack
 	{ sed -n '1,2p' constraints.txt; /tmp/dbos-deploy-constraints/bin/pip freeze; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
-lab-build: venv ## build the real Kubernetes control plane, kwok, Sealed Secrets and KEDA from Go modules into the cache (once per machine)
+lab-build: venv ## build the real Kubernetes control plane, kwok, Sealed Secrets and KEDA from Go modules (Go 1.26) into ~/.cache (once per machine)
 	$(BIN)/python -m lab.build
 
-lab-up: install lab-build ## start a lab in $(LAB_DIR) (moto, the real Kubernetes control plane and add-on controllers, PostgreSQL 16)
+lab-up: install lab-build ## start a lab in LAB_DIR (moto, the real Kubernetes control plane and add-on controllers, PostgreSQL 16)
 	$(BIN)/python -m lab --dir $(LAB_DIR) up
 
-lab-status: venv ## is the lab in $(LAB_DIR) up and answering?
+lab-status: venv ## is the lab in LAB_DIR up and answering?
 	$(BIN)/python -m lab --dir $(LAB_DIR) status
 
-lab-down: venv ## stop the lab in $(LAB_DIR)
+lab-down: venv ## stop the lab in LAB_DIR
 	$(BIN)/python -m lab --dir $(LAB_DIR) down
 
 lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
@@ -130,6 +132,6 @@ bench-lab: install lab-build ## the lab: start-up time over 3 starts, memory by 
 bench-sample-app: install ## sample app: /enqueue throughput vs direct enqueue, /metrics latency at 10k queued
 	$(BIN)/python tests/bench/sample_app.py
 
-clean: ## remove everything the Makefile made (stops a lab in $(LAB_DIR) first)
+clean: ## remove everything the Makefile made (stops a lab in LAB_DIR first)
 	-[ -x $(BIN)/python ] && $(BIN)/python -m lab --dir $(LAB_DIR) down
 	rm -rf $(VENV) $(TOOLS) $(COLLECTIONS) build .pytest_cache .ruff_cache $(LAB_DIR) tests/crosscheck/node_modules
