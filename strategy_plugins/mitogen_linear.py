@@ -23,6 +23,13 @@ run's work shares one CPU, and so do two runs started at once. Measured on 2 CPU
 re-runs at once: 52-55 s each with the pinning, 27-31 s without it; one re-run alone: ~26 s with it,
 ~25 s without. Here the operating system places the processes (Mitogen's no-op ``Policy``).
 
+Both changes replace Mitogen internals (``ansible_mitogen.planner._load_collections``, which
+``ansible_mitogen.planner.invoke`` calls, and ``ansible_mitogen.affinity.policy``); a Mitogen that renamed
+one would leave the replacement unused, and the run would go on without the change: this module refuses
+to load instead, naming what it did not find.
+
+At ``-vvv`` each play says it runs with this strategy, and which Mitogen.
+
 ``ANSIBLE_STRATEGY=linear`` runs the playbooks with ansible's stock strategy; the roles do not depend
 on Mitogen.
 """
@@ -42,7 +49,37 @@ except ImportError as error:
         "(pip install -r requirements.txt -c constraints.txt); ANSIBLE_STRATEGY=linear runs without it"
     ) from error
 
+import mitogen
 from ansible.collections.list import list_collection_dirs
+from ansible.utils.display import Display
+
+display = Display()
+MITOGEN_VERSION = ".".join(map(str, mitogen.__version__))
+STRATEGY = "mitogen_linear (strategy_plugins/mitogen_linear.py)"
+
+
+def _missing_patch_targets() -> list[str]:
+    """The Mitogen internals replaced below that the installed Mitogen does not have (as used here)."""
+    planner, affinity = ansible_mitogen.planner, ansible_mitogen.affinity
+    invoke = getattr(planner, "invoke", None)
+    invoke_names = getattr(getattr(invoke, "__code__", None), "co_names", ())
+    policy_class = getattr(affinity, "Policy", None)
+    targets = {
+        "ansible_mitogen.planner._load_collections (a function)": callable(getattr(planner, "_load_collections", None)),
+        "ansible_mitogen.planner.invoke, calling _load_collections": "_load_collections" in invoke_names,
+        "ansible_mitogen.affinity.Policy (a class)": isinstance(policy_class, type),
+        "ansible_mitogen.affinity.policy (a Policy)": isinstance(policy_class, type)
+        and isinstance(getattr(affinity, "policy", None), policy_class),
+    }
+    return [name for name, found in targets.items() if not found]
+
+
+if _missing := _missing_patch_targets():
+    raise AnsibleError(
+        f"strategy_plugins/mitogen_linear.py replaces Mitogen internals that Mitogen {MITOGEN_VERSION} does not "
+        f"have: {'; '.join(_missing)}. Use the Mitogen version requirements.txt pins, or adapt the strategy to "
+        "this one; ANSIBLE_STRATEGY=linear runs without Mitogen"
+    )
 
 _collection_dirs: list[str] | None = None
 
@@ -59,8 +96,7 @@ def _load_collections(invocation) -> None:
     invocation._extra_sys_paths.update(_installed_collection_dirs())
 
 
-if hasattr(ansible_mitogen.planner, "_load_collections"):
-    ansible_mitogen.planner._load_collections = _load_collections
+ansible_mitogen.planner._load_collections = _load_collections
 ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()  # places nothing
 
 Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
@@ -68,5 +104,6 @@ Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
 class StrategyModule(ansible_mitogen.strategy.StrategyMixin, Base):
     def run(self, iterator, play_context, *args, **kwargs):
+        display.vvv(f"Running with strategy {STRATEGY}, Mitogen {MITOGEN_VERSION}")
         _installed_collection_dirs()  # before the first worker is forked
         return super().run(iterator, play_context, *args, **kwargs)

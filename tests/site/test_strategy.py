@@ -1,20 +1,29 @@
 """The strategy ansible.cfg selects, strategy_plugins/mitogen_linear.py: Mitogen's mitogen_linear with
 the list of installed collections read once per run (Mitogen's own reads it once per task; counted
 with a sitecustomize that wraps ansible.collections.list.list_collection_dirs in ansible-playbook),
-and without Mitogen's CPU pinning (read from a process that a module starts)."""
+and without Mitogen's CPU pinning (read from a process that a module starts); and its refusal to load
+where Mitogen lacks what it replaces (loaded against copies of Mitogen's modules without it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import ansible_mitogen.affinity
+import ansible_mitogen.planner
 import pytest
 import yaml
+from ansible.errors import AnsibleError
 
 from lab.ansible_run import ANSIBLE_PLAYBOOK, MITOGENS_OWN_STRATEGY_PLUGINS
 from lab.core import REPO
+
+SHIM = REPO / "strategy_plugins" / "mitogen_linear.py"
 
 COUNTER = """\
 import os, sys
@@ -90,3 +99,71 @@ def test_processes_are_not_pinned_to_cpus(tmp_path):
     assert cpus_of_a_module_child(tmp_path, {}) == allowed
     pinned = cpus_of_a_module_child(tmp_path, {"ANSIBLE_STRATEGY_PLUGINS": MITOGENS_OWN_STRATEGY_PLUGINS})
     assert set(pinned) < set(allowed)
+
+
+@pytest.fixture
+def mitogen_restored(monkeypatch):
+    """What loading the strategy replaces in Mitogen, put back after the test."""
+    for module, name in ((ansible_mitogen.planner, "_load_collections"), (ansible_mitogen.affinity, "policy")):
+        monkeypatch.setattr(module, name, getattr(module, name))
+    return monkeypatch
+
+
+def load_strategy():
+    spec = importlib.util.spec_from_file_location("mitogen_linear_under_test", SHIM)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_installed_mitogen_has_what_the_strategy_replaces(mitogen_restored):
+    strategy = load_strategy()
+    assert ansible_mitogen.planner._load_collections is strategy._load_collections
+    assert type(ansible_mitogen.affinity.policy) is ansible_mitogen.affinity.Policy
+
+
+def without(module: types.ModuleType, name: str, replacement=None) -> types.ModuleType:
+    """A copy of ``module`` without ``name``, or with ``replacement`` in its place."""
+    copy = types.ModuleType(module.__name__)
+    copy.__dict__.update({k: v for k, v in vars(module).items() if k != name})
+    if replacement is not None:
+        setattr(copy, name, replacement)
+    return copy
+
+
+@pytest.mark.parametrize(("module", "name", "replacement", "missing"), [
+    ("planner", "_load_collections", None, "ansible_mitogen.planner._load_collections (a function)"),
+    ("planner", "invoke", lambda invocation: None, "ansible_mitogen.planner.invoke, calling _load_collections"),
+    ("affinity", "Policy", None, "ansible_mitogen.affinity.Policy (a class)"),
+    ("affinity", "policy", None, "ansible_mitogen.affinity.policy (a Policy)"),
+], ids=["_load_collections", "invoke", "Policy", "policy"])
+def test_the_strategy_refuses_a_mitogen_without_what_it_replaces(mitogen_restored, module, name, replacement,
+                                                                  missing):
+    real = getattr(ansible_mitogen, module)
+    copy = without(real, name, replacement)
+    mitogen_restored.setitem(sys.modules, real.__name__, copy)
+    mitogen_restored.setattr(ansible_mitogen, module, copy)
+    planner, affinity = ansible_mitogen.planner, ansible_mitogen.affinity  # as the strategy finds them
+
+    def replaced():
+        return getattr(planner, "_load_collections", None), getattr(affinity, "policy", None)
+
+    before = replaced()
+    with pytest.raises(AnsibleError, match=f"does not have: .*{re.escape(missing)}"):
+        load_strategy()
+    assert replaced() == before  # refused before replacing anything
+
+
+def test_ansible_playbook_stops_on_the_refusal(tmp_path):
+    """As a run shows it: the error, before any task, and a failed run."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\nif sys.argv and sys.argv[0].endswith('ansible-playbook'):\n"
+        "    import ansible_mitogen.affinity\n    del ansible_mitogen.affinity.policy\n")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump(AFFINITY_PLAY, sort_keys=False))
+    done = run(playbook, {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                          "PYTHONPATH": str(tmp_path / "site")})
+    assert done.returncode != 0
+    assert "does not have: ansible_mitogen.affinity.policy (a Policy)" in done.stderr, done.stderr[-2000:]
+    assert "TASK [" not in done.stdout
