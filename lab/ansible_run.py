@@ -22,6 +22,8 @@ import yaml
 from lab.core import REPO, Lab
 
 LAB_INVENTORY = REPO / "inventories" / "lab"
+# The variables the roles share, as playbooks/site.yml loads them (playbook group_vars).
+SITE_VARS = REPO / "playbooks" / "group_vars" / "all.yml"
 
 
 @functools.cache
@@ -38,6 +40,10 @@ ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 # Mitogen's own strategy plugins, unchanged: as ANSIBLE_STRATEGY_PLUGINS, in place of strategy_plugins/
 # (which ansible.cfg selects), to compare with them.
 MITOGENS_OWN_STRATEGY_PLUGINS = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
+# The strategies the -vvv tests run the playbooks with, as ``env`` for AnsibleRunner.run: ansible's own, as
+# users of the built collection run them (ansible.cfg and strategy_plugins/ are not in it), and the one
+# ansible.cfg selects.
+STRATEGIES = {"linear": {"ANSIBLE_STRATEGY": "linear"}, "mitogen_linear": {}}
 
 
 @dataclass
@@ -73,6 +79,15 @@ class PlaybookResult:
                     ).total_seconds()
         return sorted(((seconds(t["task"]["duration"]), t["task"]["name"])
                        for play in self.data.get("plays", []) for t in play["tasks"]), reverse=True)
+
+    def verbose_strategy(self) -> str | None:
+        """The strategy of a -vvv run with the default output, by the lines only it prints at -vvv:
+        strategy_plugins/mitogen_linear.py names itself; with ansible's linear, the local connection
+        announces each task (Mitogen runs the modules through a connection of its own, which does not).
+        None when neither or both show: not a -vvv run, or not one of these."""
+        mitogen = "Running with strategy mitogen_linear (strategy_plugins/mitogen_linear.py)" in self.stdout
+        stock = "ESTABLISH LOCAL CONNECTION FOR USER" in self.stdout
+        return None if mitogen == stock else "mitogen_linear" if mitogen else "linear"
 
     def stats(self, host: str = "localhost") -> dict:
         return self.data.get("stats", {}).get(host, {})
@@ -110,8 +125,13 @@ class AnsibleRunner:
         return {**env, **(extra or {})}
 
     def write_playbook(self, plays: list[dict] | str, name: str = "playbook.yml") -> Path:
+        """A playbook written here runs its roles as playbooks/site.yml does: with the variables the
+        roles share (playbooks/group_vars/all.yml) loaded into each play that names no vars_files."""
         path = self.workdir / name
-        path.write_text(plays if isinstance(plays, str) else yaml.safe_dump(plays, sort_keys=False))
+        if not isinstance(plays, str):
+            plays = yaml.safe_dump([{**play, "vars_files": play.get("vars_files", [str(SITE_VARS)])} if "hosts" in play
+                                    else play for play in plays], sort_keys=False)
+        path.write_text(plays)
         return path
 
     def run(self, playbook: Path | str | list[dict], *, extra_vars: dict | None = None, check: bool = False,

@@ -102,6 +102,10 @@ def stop(proc: Proc, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
     _, still = psutil.wait_procs(members, timeout=timeout)
     if still:
         _signal_group(proc.pid, signal.SIGKILL)
+        # and each one by itself: a child in a session of its own (the runner's controllers) is not in the group
+        for member in still:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
         psutil.wait_procs(still, timeout=5)
 
 

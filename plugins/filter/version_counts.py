@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
@@ -16,11 +17,20 @@ def version_counts(lines):
     :func:`dbos.deploy.queue_depth_query` with ``group_by=application_version``, one statement per
     queue: each version's counts summed over the queues (a NULL version is ``""``, as the
     queue_depth module names it). Other lines (psql's notices) are refused: a count read wrong
-    would retire a version that still has work."""
+    would retire a version that still has work.
+
+    Also sums a list of ``{version: count}`` mappings (the ``by_version`` of dbos.deploy.queue_depth,
+    one per queue) the same way."""
     if isinstance(lines, str):
         lines = lines.splitlines()
     counts = {}
     for line in lines:
+        if isinstance(line, Mapping):
+            for version, count in line.items():
+                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                    raise AnsibleFilterError(f"version_counts: {version!r}: {count!r} is not a count")
+                counts[str(version)] = counts.get(str(version), 0) + count
+            continue
         if not str(line).strip():
             continue
         row = _ROW.match(str(line))

@@ -1,14 +1,33 @@
 # Copyright: dbos.deploy contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""EKS cluster facts and endpoint-access changes, without AWS calls (the module makes those)."""
+"""What dbos.deploy.eks_cluster_info and dbos.deploy.eks_cluster_endpoint share: reading a cluster, its
+facts under stable names, and the endpoint-access change to make (the last two without AWS calls)."""
 
 from __future__ import annotations
+
+import contextlib
+
+with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore
+    import botocore
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 
 ENDPOINT_ACCESS_KEYS = {
     "endpoint_public_access": "endpointPublicAccess",
     "endpoint_private_access": "endpointPrivateAccess",
     "public_access_cidrs": "publicAccessCidrs",
 }
+
+
+def describe_cluster(module, client, name):
+    """DescribeCluster's ``cluster``, or None when there is no cluster ``name``; any other error fails
+    the module."""
+    try:
+        return client.describe_cluster(name=name)["cluster"]
+    except is_boto3_error_code("ResourceNotFoundException"):
+        return None
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:  # pylint: disable=duplicate-except
+        module.fail_json_aws(e, msg=f"Could not describe EKS cluster {name}")
 
 
 def cluster_facts(cluster):

@@ -30,6 +30,8 @@ import re
 import struct
 from types import SimpleNamespace
 
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+
 API_VERSION = "bitnami.com/v1alpha1"
 SCOPES = ("strict", "namespace-wide", "cluster-wide")
 SCOPE_ANNOTATIONS = {
@@ -202,19 +204,26 @@ def recorded_digest(document: dict | None) -> str | None:
     return (((document or {}).get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
 
 
-def fetch_certificate(kubeconfig: str | None, context: str | None, controller_name: str,
-                      controller_namespace: str, timeout: float) -> bytes:
+def fetch_certificate(auth: dict, controller_name: str, controller_namespace: str, timeout: float) -> bytes:
     """The controller's current certificate, from its ``/v1/cert.pem`` through the API server's service
-    proxy: what ``kubeseal --fetch-cert`` does. Needs only ``get`` on ``services/proxy``."""
+    proxy: what ``kubeseal --fetch-cert`` does. Needs only ``get`` on ``services/proxy``.
+
+    ``auth``: kubernetes.core's connection options (its k8s_auth_options, None when unset); the client
+    is kubernetes.core's, so the unset ones come from the K8S_AUTH_* environment variables, then the
+    in-cluster configuration, then the default kubeconfig, as for its modules."""
     try:
-        from kubernetes import client, config
-        from kubernetes.config.config_exception import ConfigException
+        from kubernetes import client
     except ImportError as e:
         raise SealingError(f"the Python package 'kubernetes' is needed to fetch the certificate ({e})") from None
+    # Under an in-process runner (Mitogen's), the kubernetes package stays imported from one task to
+    # the next, and with it the default configuration an earlier task's kubeconfig set, whose client
+    # certificate would then authenticate a connection given only host and api_key: start afresh.
+    client.Configuration.set_default(None)
     try:
-        api = config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (ConfigException, OSError, TypeError) as e:
-        raise SealingError(f"cannot load kubeconfig {kubeconfig or '(default)'}: {e}") from None
+        api = get_api_client(**auth).client.client
+    except Exception as e:  # a bad kubeconfig, context or certificate file, an unreachable server: one line
+        raise SealingError("cannot connect to the Kubernetes API to fetch the Sealed Secrets certificate: "
+                           f"{' '.join(str(e).split())}") from None
     path = f"/api/v1/namespaces/{controller_namespace}/services/http:{controller_name}:/proxy/v1/cert.pem"
     try:
         response = api.call_api(path, "GET", auth_settings=["BearerToken"], _preload_content=False,
@@ -227,9 +236,8 @@ def fetch_certificate(kubeconfig: str | None, context: str | None, controller_na
             f"(HTTP {e.status}: {str(reason)[:200]}); is the controller installed and running? "
             "Or give the certificate as a file") from None
     except Exception as e:  # connection refused, DNS, TLS: one line, not a traceback
-        raise SealingError(f"cannot reach the Kubernetes API to fetch the Sealed Secrets certificate: {e}") from None
-    finally:
-        api.close()
+        raise SealingError("cannot reach the Kubernetes API to fetch the Sealed Secrets certificate: "
+                           f"{' '.join(str(e).split())}") from None
     if b"BEGIN CERTIFICATE" not in pem:
         raise SealingError(f"service {controller_namespace}/{controller_name} answered something that is not a "
                            "PEM certificate at /v1/cert.pem")

@@ -7,22 +7,21 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: eks_cluster_endpoint
-short_description: Set an EKS cluster's API endpoint access and return the cluster's connection facts
+short_description: Set an EKS cluster's API endpoint access
 version_added: 0.1.0
 description:
-  - Reads an existing EKS cluster and returns what clients and other resources need from it, namely
-    the API endpoint, the certificate authority, the VPC, the subnets and the cluster security group
-    that EKS created.
-  - When O(endpoint_public_access), O(endpoint_private_access) or O(public_access_cidrs) differ
-    from the cluster's settings, updates them (C(UpdateClusterConfig)) and, with O(wait), waits
-    until the cluster is C(ACTIVE) again.
-  - C(community.aws.eks_cluster) creates clusters but neither sets endpoint access nor describes
-    a cluster on its own; this module does both.
+  - Sets who can reach an existing EKS cluster's API server. When O(endpoint_public_access),
+    O(endpoint_private_access) or O(public_access_cidrs) differ from the cluster's settings, updates
+    them (C(UpdateClusterConfig)) and, with O(wait), waits until the cluster is C(ACTIVE) again.
+    Options left unset keep the cluster's setting; at least one must be set.
+  - Returns the cluster as it is after the update, with the same keys as M(dbos.deploy.eks_cluster_info).
+  - To read a cluster, changing nothing, use M(dbos.deploy.eks_cluster_info).
+  - C(community.aws.eks_cluster) creates clusters but does not set endpoint access; this module does.
 author:
   - dbos.deploy maintainers (!UNKNOWN)
 options:
   name:
-    description: Name of the EKS cluster. It must exist.
+    description: Name of the EKS cluster. It must exist (the module fails otherwise).
     type: str
     required: true
   endpoint_public_access:
@@ -52,9 +51,12 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+  - dbos.deploy.aws
 notes:
   - Supports check mode (reports the change it would make) and diff mode.
-  - Part of the C(aws) action group, so C(module_defaults) for C(group/aws) apply to it.
+seealso:
+  - module: dbos.deploy.eks_cluster_info
+  - module: community.aws.eks_cluster
 """
 
 EXAMPLES = r"""
@@ -66,74 +68,26 @@ EXAMPLES = r"""
     public_access_cidrs: [203.0.113.0/24]
   register: cluster
 
-- name: Only read the cluster's facts
+- name: Use the cluster it returns
+  ansible.builtin.debug:
+    msg: "{{ cluster.cluster.endpoint }} is open to {{ cluster.cluster.public_access_cidrs | join(', ') }}"
+
+- name: Turn the public endpoint off (only nodes and machines inside the VPC reach the API server)
   dbos.deploy.eks_cluster_endpoint:
     name: dbos-app-cluster
-  register: cluster
-
-- name: Use them
-  ansible.builtin.debug:
-    msg: "{{ cluster.cluster.endpoint }} {{ cluster.cluster.cluster_security_group_id }}"
+    endpoint_private_access: true
+    endpoint_public_access: false
 """
 
 RETURN = r"""
 cluster:
-  description: The cluster after any update.
-  returned: always
+  description:
+    - The cluster after the update (before it, in check mode), with the same keys as the
+      RV(dbos.deploy.eks_cluster_info#module:cluster) of M(dbos.deploy.eks_cluster_info).
+  returned: success
   type: dict
-  contains:
-    name:
-      description: Cluster name.
-      type: str
-      sample: dbos-app-cluster
-    arn:
-      description: Cluster ARN.
-      type: str
-    status:
-      description: Cluster status (C(ACTIVE), C(UPDATING), ...).
-      type: str
-      sample: ACTIVE
-    version:
-      description: Kubernetes version.
-      type: str
-      sample: "1.31"
-    endpoint:
-      description: API server URL.
-      type: str
-      sample: https://0123456789ABCDEF.gr7.us-west-2.eks.amazonaws.com
-    certificate_authority_data:
-      description: Base64-encoded PEM of the cluster's certificate authority.
-      type: str
-    vpc_id:
-      description: VPC of the cluster.
-      type: str
-    subnet_ids:
-      description: Subnets of the cluster, sorted.
-      type: list
-      elements: str
-    security_group_ids:
-      description: Additional security groups given at creation, sorted.
-      type: list
-      elements: str
-    cluster_security_group_id:
-      description: The security group EKS created for the control plane and managed nodes.
-      type: str
-      sample: sg-0123456789abcdef0
-    endpoint_public_access:
-      description: Whether the public endpoint is on.
-      type: bool
-    endpoint_private_access:
-      description: Whether the private endpoint is on.
-      type: bool
-    public_access_cidrs:
-      description: CIDR blocks allowed on the public endpoint, sorted.
-      type: list
-      elements: str
-update:
-  description: The C(resourcesVpcConfig) sent to UpdateClusterConfig (or that would be, in check mode).
-  returned: changed
-  type: dict
-  sample: {"endpointPrivateAccess": true}
+  sample: {"name": "dbos-app-cluster", "status": "ACTIVE", "endpoint_public_access": true,
+           "endpoint_private_access": true, "public_access_cidrs": ["203.0.113.0/24"]}
 """
 
 try:
@@ -141,9 +95,13 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.dbos.deploy.plugins.module_utils.eks import cluster_facts, endpoint_access_update
+from ansible_collections.dbos.deploy.plugins.module_utils.eks import (
+    ENDPOINT_ACCESS_KEYS,
+    cluster_facts,
+    describe_cluster,
+    endpoint_access_update,
+)
 
 
 def main():
@@ -156,16 +114,14 @@ def main():
             wait=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=1200),
         ),
+        required_one_of=[list(ENDPOINT_ACCESS_KEYS)],
         supports_check_mode=True,
     )
     name = module.params["name"]
     client = module.client("eks")
-    try:
-        cluster = client.describe_cluster(name=name)["cluster"]
-    except is_boto3_error_code("ResourceNotFoundException"):
+    cluster = describe_cluster(module, client, name)
+    if cluster is None:
         module.fail_json(msg=f"EKS cluster {name} does not exist: create it first (community.aws.eks_cluster)")
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:  # pylint: disable=duplicate-except
-        module.fail_json_aws(e, msg=f"Could not describe EKS cluster {name}")
 
     try:
         update = endpoint_access_update(cluster, module.params)
@@ -186,12 +142,9 @@ def main():
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError,
                 botocore.exceptions.WaiterError) as e:
             module.fail_json_aws(e, msg=f"Could not update the endpoint access of EKS cluster {name}")
-    after = cluster_facts(cluster)
-    module.exit_json(changed=True, cluster=after, update=update, diff={
-        "before": {k: before[k] for k in ("endpoint_public_access", "endpoint_private_access", "public_access_cidrs")},
-        "after": {k: update.get(api, before[k]) for k, api in (
-            ("endpoint_public_access", "endpointPublicAccess"), ("endpoint_private_access", "endpointPrivateAccess"),
-            ("public_access_cidrs", "publicAccessCidrs"))},
+    module.exit_json(changed=True, cluster=cluster_facts(cluster), update=update, diff={
+        "before": {k: before[k] for k in ENDPOINT_ACCESS_KEYS},
+        "after": {k: update.get(api, before[k]) for k, api in ENDPOINT_ACCESS_KEYS.items()},
     })
 
 

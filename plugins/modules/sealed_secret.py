@@ -28,7 +28,9 @@ description:
     unsealed anywhere."
   - The controller certificate comes from O(certificate), O(certificate_path) (offline sealing, like
     C(kubeseal --cert)), or else from the running controller through the Kubernetes API's service
-    proxy (like C(kubeseal --fetch-cert)).
+    proxy (like C(kubeseal --fetch-cert)). The API is reached with C(kubernetes.core)'s connection
+    options (O(kubeconfig), O(context), O(host), O(api_key), O(validate_certs), ...) and their
+    C(K8S_AUTH_*) environment variables, as by M(kubernetes.core.k8s_info); offline sealing needs none.
   - A new controller key (the controller renews its key every 30 days by default, or a new cluster)
     changes the certificate, and the next run re-seals.
 author:
@@ -98,19 +100,15 @@ options:
     description: Namespace of the controller (kubeseal's C(--controller-namespace)).
     type: str
     default: kube-system
-  kubeconfig:
-    description:
-      - Kubeconfig used to fetch the certificate. Defaults to C(K8S_AUTH_KUBECONFIG), then
-        C(~/.kube/config).
-    type: path
-  context:
-    description: Context of O(kubeconfig) to use.
-    type: str
   timeout:
     description: Seconds to wait for the certificate.
     type: float
     default: 30
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
 notes:
+  - The Kubernetes connection options are used only to fetch the certificate from the cluster; with
+    O(certificate) or O(certificate_path) nothing connects to the cluster.
   - Check mode seals in memory and returns the SealedSecret that would be written, without writing it.
   - Values are sealed as given (strings); binary values are not supported.
 seealso:
@@ -129,12 +127,26 @@ EXAMPLES = r"""
     path: "{{ playbook_dir }}/sealed/dbos-app-db.yaml"
     digest_key: "{{ vaulted_digest_key }}"
     kubeconfig: ~/.kube/config
+    context: production
   no_log: true
   register: sealed
 
 - name: Apply it
   kubernetes.core.k8s:
     src: "{{ sealed.path }}"
+
+- name: Seal from inside a pod, with its ServiceAccount token (K8S_AUTH_* variables work as well)
+  dbos.deploy.sealed_secret:
+    name: dbos-app-db
+    namespace: dbos
+    data:
+      database-url: "{{ app_database_url }}"
+    path: sealed/dbos-app-db.yaml
+    digest_key: "{{ vaulted_digest_key }}"
+    host: https://kubernetes.default.svc
+    api_key: "{{ lookup('ansible.builtin.file', '/var/run/secrets/kubernetes.io/serviceaccount/token') }}"
+    ca_cert: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+  no_log: true
 
 - name: Seal offline, with a certificate saved earlier by `kubeseal --fetch-cert`
   dbos.deploy.sealed_secret:
@@ -185,6 +197,7 @@ certificate_fingerprint:
   sample: sha256:3f1a...
 """
 
+import copy
 import os
 import tempfile
 
@@ -202,6 +215,7 @@ from ansible_collections.dbos.deploy.plugins.module_utils.sealed_secrets import 
     to_yaml,
     validate,
 )
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 
 
 def read_existing(module, path):
@@ -239,31 +253,31 @@ def certificate_pem(module):
                 return f.read()
         except OSError as e:
             raise SealingError(f"cannot read certificate_path: {e}") from None
-    kubeconfig = p["kubeconfig"] or os.environ.get("K8S_AUTH_KUBECONFIG")
-    return fetch_certificate(kubeconfig, p["context"], p["controller_name"], p["controller_namespace"], p["timeout"])
+    auth = {name: p[name] for name in AUTH_ARG_SPEC}
+    return fetch_certificate(auth, p["controller_name"], p["controller_namespace"], p["timeout"])
 
 
 def main():
+    argument_spec = copy.deepcopy(AUTH_ARG_SPEC)
+    argument_spec.update(
+        name=dict(type="str", required=True),
+        namespace=dict(type="str", required=True),
+        data=dict(type="dict", required=True, no_log=True),
+        type=dict(type="str", default="Opaque"),
+        labels=dict(type="dict", default={}),
+        annotations=dict(type="dict", default={}),
+        scope=dict(type="str", choices=["strict", "namespace-wide", "cluster-wide"], default="strict"),
+        path=dict(type="path", required=True),
+        force=dict(type="bool", default=False),
+        digest_key=dict(type="str", required=True, no_log=True),
+        certificate=dict(type="str"),
+        certificate_path=dict(type="path"),
+        controller_name=dict(type="str", default="sealed-secrets"),
+        controller_namespace=dict(type="str", default="kube-system"),
+        timeout=dict(type="float", default=30),
+    )
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            namespace=dict(type="str", required=True),
-            data=dict(type="dict", required=True, no_log=True),
-            type=dict(type="str", default="Opaque"),
-            labels=dict(type="dict", default={}),
-            annotations=dict(type="dict", default={}),
-            scope=dict(type="str", choices=["strict", "namespace-wide", "cluster-wide"], default="strict"),
-            path=dict(type="path", required=True),
-            force=dict(type="bool", default=False),
-            digest_key=dict(type="str", required=True, no_log=True),
-            certificate=dict(type="str"),
-            certificate_path=dict(type="path"),
-            controller_name=dict(type="str", default="sealed-secrets"),
-            controller_namespace=dict(type="str", default="kube-system"),
-            kubeconfig=dict(type="path"),
-            context=dict(type="str"),
-            timeout=dict(type="float", default=30),
-        ),
+        argument_spec=argument_spec,
         mutually_exclusive=[("certificate", "certificate_path")],
         supports_check_mode=True,
     )

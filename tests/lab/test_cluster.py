@@ -48,8 +48,12 @@ def test_it_is_the_pinned_kubernetes(plane, api):
                                            "kube:kube-scheduler", "kube:kwok-controller"}
     nodes = client.CoreV1Api(api).list_node().items
     assert len(nodes) == 1
-    ready = {c.type: c.status for c in nodes[0].status.conditions}
-    assert ready.get("Ready") == "True"
+
+    def ready() -> bool:  # kwok writes the node's conditions just after it registers it
+        [node] = client.CoreV1Api(api).list_node().items
+        return {c.type: c.status for c in node.status.conditions or []}.get("Ready") == "True"
+
+    wait_for(ready, 30, "the node Ready")
 
 
 def test_every_socket_is_on_loopback(plane):

@@ -99,10 +99,19 @@ def test_make_lab_up_status_down_leaves_no_process_behind(tmp_path, lab, request
     down = make("lab-down")
     assert down.returncode == 0, down.stdout + down.stderr
     survivors = [p for p in pids + children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-    assert survivors == []
+    assert survivors == [], [(p, *describe(p)) for p in survivors]
     assert not any(port_open(p) for p in ports)
     assert not (lab_dir / "state.json").exists()
     assert not os.path.exists(state["postgres"]["root"])
 
     after = make("lab-status")
     assert after.returncode != 0
+
+
+def describe(pid: int) -> tuple[str, str, list[str]]:
+    """What a process that outlived ``lab down`` is: its status, parent and command line."""
+    try:
+        p = psutil.Process(pid)
+        return p.status(), f"ppid {p.ppid()}", p.cmdline()[:4]
+    except psutil.NoSuchProcess:
+        return "gone", "", []

@@ -39,6 +39,19 @@ def controller_mode(lab) -> dict:
             "app_queue_count_from": "controller", **queue_db_tunnel(lab, "app_queue_db")}
 
 
+def handed_on(lab, *, secrets: bool = True, **instance) -> dict:
+    """The facts the rds role (``rds_instance``) and, with ``secrets``, the secrets role
+    (``secrets_created``) hand the later roles, as they would on the lab, for a role tested without
+    them. Given as extra variables they override what a role sets: the role under test must not be
+    their producer. ``instance`` overrides fields of ``rds_instance``."""
+    facts = {"rds_instance": {"identifier": "dbos-app-pg", "pending": False, "endpoint": lab.postgres["front"]["host"],
+                              "port": lab.postgres["front"]["port"], "database": "dbos_app",
+                              "app_role": "dbos_app_role", "master_username": lab.postgres["user"], **instance}}
+    if secrets:
+        facts["secrets_created"] = {"admin": "postgres-admin", "app": "dbos-app-db", "conductor": "", "files": []}
+    return facts
+
+
 def queue_db_tunnel(lab, prefix: str) -> dict:
     """``<prefix>_host``/``_port``/``_ssl_mode`` naming the lab's PostgreSQL as this machine reaches it,
     as a tunnel to RDS would (the RDS endpoint's name resolves only in the lab's pods)."""

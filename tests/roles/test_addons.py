@@ -84,8 +84,8 @@ def uninstall(lab, release_name: str, namespace: str) -> None:
 
 def test_controllers_that_never_become_available_fail_the_role_after_the_timeout(converged, runner, lab, kube):
     """A controller whose pod no node takes (a nodeSelector no node matches) never becomes available."""
-    extra = {"addons_enabled": ["sealed_secrets"], "addons_sealed_secrets_release": "stuck",
-             "addons_sealed_secrets_namespace": "stuck", "addons_wait_timeout": 3,
+    extra = {"addons_enabled": ["sealed_secrets"], "dbos_sealed_secrets_controller_name": "stuck",
+             "dbos_sealed_secrets_controller_namespace": "stuck", "addons_wait_timeout": 3,
              "addons_sealed_secrets_values": {"nodeSelector": {"lab.dbos.dev/no-such-node": "true"},
                                               **own_cluster_role("stuck")}}
     try:
@@ -118,8 +118,8 @@ def test_a_chart_archive_installs_like_a_folder(converged, runner, lab, kube, tm
     subprocess.run([lab.state["tools"]["helm"], "package", lab.state["charts"]["sealed-secrets"], "--destination",
                     str(tmp_path)], check=True, capture_output=True)
     [archive] = tmp_path.glob("sealed-secrets-*.tgz")
-    extra = {"addons_enabled": ["sealed_secrets"], "addons_sealed_secrets_release": "archived",
-             "addons_sealed_secrets_namespace": "archived", "addons_sealed_secrets_chart_path": str(archive),
+    extra = {"addons_enabled": ["sealed_secrets"], "dbos_sealed_secrets_controller_name": "archived",
+             "dbos_sealed_secrets_controller_namespace": "archived", "addons_sealed_secrets_chart_path": str(archive),
              "addons_sealed_secrets_values": own_cluster_role("archived")}
     try:
         first = runner.run(PLAY, extra_vars=extra)

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from lab.ansible_run import AnsibleRunner
 from lab.core import REPO
-from tests.roles.conftest import controller_mode
+from tests.roles.conftest import controller_mode, handed_on
 from tests.roles.manifests import as_rendered, validation_errors
 
 PLAY = [{"hosts": "localhost", "gather_facts": False, "roles": ["dbos.deploy.app"]}]
@@ -36,7 +36,9 @@ def app_vars(kube, database, lab):
     # the app's Secret, as the secrets role leaves it: the count Job reads the restricted role's URL there
     core.create_namespaced_secret(namespace, {"metadata": {"name": "dbos-app-db"}, "stringData": {
         "database-url": database["url"], "password": database["password"]}})
-    return {"dbos_namespace": namespace, "dbos_worker_concurrency": 3, "app_queue_db_name": database["name"],
+    # (the role's own default for the replicas, not the site's: the tests scale dbos-app themselves)
+    return {**handed_on(lab), "app_replicas_from_autoscaler": False,
+            "dbos_namespace": namespace, "dbos_worker_concurrency": 3, "app_queue_db_name": database["name"],
             "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
             "app_conductor_key_secret_name": "conductor-api-key", "app_ecr_repository": REPOSITORY,
             # no rds role here: the lab's PostgreSQL as the count Job's pod reaches it
@@ -212,7 +214,7 @@ def test_a_count_job_that_fails_fails_the_role_with_its_log_and_keeps_the_old_ve
         enqueue(database, "v5", 1)
         failed = runner.run(PLAY, extra_vars={**app_vars, "app_version": "v6"})
         assert not failed.ok
-        msg = failed.task("Fail with the log if the count failed")["msg"]
+        msg = failed.task("Run the count Job")["msg"]
         assert "dbos-app-count-work" in msg and "password authentication failed" in msg, msg
         assert "not-the-password" not in failed.stdout
         assert deployments(kube, ns)["dbos-app"].metadata.labels["dbos.dev/app-version"] == "v5"

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import urllib.parse
 
 import pytest
@@ -128,6 +129,54 @@ def test_kubeconfig_is_private_and_yields_an_eks_token(converged, lab, workdir):
     assert query["X-Amz-Credential"][0].startswith(lab.aws["access_key"] + "/")
     assert doc["clusters"][0]["cluster"]["server"].startswith("https://")
 
+    # python3 as the user's PATH finds it, not this machine's venv; and the helper needs nothing but
+    # the standard library: the same token without site-packages (-S) or the environment's PYTHON* (-I)
+    assert exec_spec["command"] == "python3"
+    isolated = subprocess.run([sys.executable, "-I", "-S", *exec_spec["args"]], env=env, capture_output=True,
+                              text=True, check=True).stdout
+    assert json.loads(isolated)["status"]["token"].startswith("k8s-aws-v1.")
+
+
+def token_url(out: str) -> dict[str, list[str]]:
+    """The query of the presigned URL in an ExecCredential's token."""
+    encoded = json.loads(out)["status"]["token"].removeprefix("k8s-aws-v1.")
+    url = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+
+
+def test_the_token_helper_assumes_roles_through_sts(converged, lab, workdir, tmp_path):
+    """--role-arn, a profile's role_arn with source_profile, and a web identity (IRSA): each signs with
+    the temporary credentials STS (the lab's moto) answered, on an interpreter without site-packages."""
+    helper = workdir / "kube" / "dbos-eks-token"
+    (tmp_path / "config").write_text(
+        "[profile base]\n"
+        f"aws_access_key_id = {lab.aws['access_key']}\naws_secret_access_key = {lab.aws['secret_key']}\n"
+        "[profile deployer]\nrole_arn = arn:aws:iam::123456789012:role/deployer\nsource_profile = base\n")
+    (tmp_path / "web-identity").write_text("a-projected-service-account-token")
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_ENDPOINT_URL_STS": lab.aws["endpoint"],
+            "AWS_CONFIG_FILE": str(tmp_path / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true"}
+    keys = {"AWS_ACCESS_KEY_ID": lab.aws["access_key"], "AWS_SECRET_ACCESS_KEY": lab.aws["secret_key"]}
+    cases = {
+        "--role-arn": (["--role-arn", "arn:aws:iam::123456789012:role/deployer"], keys),
+        "profile": (["--profile", "deployer"], {}),
+        "web identity": ([], {"AWS_WEB_IDENTITY_TOKEN_FILE": str(tmp_path / "web-identity"),
+                              "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/pod"}),
+    }
+    for name, (args, env) in cases.items():
+        run = subprocess.run([sys.executable, "-I", "-S", str(helper), "--cluster", "dbos-app-cluster",
+                              "--region", "us-west-2", *args], env={**base, **env}, capture_output=True, text=True,
+                             check=False)
+        assert run.returncode == 0, (name, run.stderr)
+        query = token_url(run.stdout)
+        assert not query["X-Amz-Credential"][0].startswith(lab.aws["access_key"]), name  # the role's, not ours
+        assert query["X-Amz-Security-Token"][0], name
+
+    failed = subprocess.run([sys.executable, "-I", "-S", str(helper), "--cluster", "c", "--region", "us-west-2"],
+                            env=base, capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.startswith("dbos-eks-token: cannot sign for cluster c: no AWS credentials found")
+
 
 def test_namespace_is_created(converged, kube):
     ns = client.CoreV1Api(kube).read_namespace("dbos")
@@ -174,7 +223,7 @@ def test_check_mode_on_a_fresh_lab_creates_nothing(aws, ansible, tmp_path):
     ({"eks_private_subnet_cidrs": ["10.42.128.0/19"]}, "eks_private_subnet_cidrs"),
     ({"eks_node_max_size": "lots"}, "eks_node_max_size"),
     ({"eks_node_disk_size": "big"}, "eks_node_disk_size"),
-    ({"dbos_namespace": None}, "dbos_namespace"),
+    ({"dbos_namespace": "Not_A_Label"}, "dbos_namespace"),
 ])
 def test_bad_input_fails_before_any_aws_call(aws, ansible, tmp_path, overrides, named):
     result = ansible.run(eks_play(tmp_path, **overrides))
@@ -182,3 +231,43 @@ def test_bad_input_fails_before_any_aws_call(aws, ansible, tmp_path, overrides, 
     assert named in result.explain()
     assert [v["CidrBlock"] for v in aws.client("ec2").describe_vpcs()["Vpcs"]] == ["172.31.0.0/16"]
     assert aws.client("iam").list_roles()["Roles"] == []
+
+
+def ready_play(tmp_path) -> list[dict]:
+    role_vars = eks_play(tmp_path, dbos_namespace="dbos-ready")[0]["roles"][0]["vars"]
+    return [{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Ready", "ansible.builtin.include_role": {"name": "dbos.deploy.eks", "tasks_from": "ready"},
+         "vars": role_vars},
+        {"name": "Show", "ansible.builtin.debug": {"var": "eks_cluster"}}]}]
+
+
+def test_ready_entry_point_runs_on_its_own(aws, ansible, tmp_path, kube):
+    """`tasks_from: ready` in a run of its own, after a run that only requested the cluster: it finds the
+    IAM roles, the security group and the cluster in AWS instead of what main registered."""
+    requested = ansible.run(eks_play(tmp_path, dbos_namespace="dbos-ready", eks_wait_for_cluster=False))
+    assert requested.ok, requested.explain()
+    eks = aws.client("eks")
+    assert eks.list_nodegroups(clusterName="dbos-app-cluster")["nodegroups"] == []
+
+    ready = ansible.run(ready_play(tmp_path))
+    assert ready.ok, ready.explain()
+    assert ready.task("Look up the nodes' IAM role")["iam_roles"][0]["role_name"] == "dbos-app-cluster-node"
+    ng = eks.describe_nodegroup(clusterName="dbos-app-cluster", nodegroupName="default")["nodegroup"]
+    assert ng["nodeRole"] == aws.client("iam").get_role(RoleName="dbos-app-cluster-node")["Role"]["Arn"]
+    cluster = eks.describe_cluster(name="dbos-app-cluster")["cluster"]
+    facts = ready.task("Show")["eks_cluster"]
+    assert (facts["endpoint"], facts["security_group_id"]) == (
+        cluster["endpoint"], cluster["resourcesVpcConfig"]["clusterSecurityGroupId"])
+    assert yaml.safe_load((tmp_path / "kube" / "eks.yaml").read_text())["clusters"][0]["cluster"]["server"] == \
+        cluster["endpoint"]
+    assert client.CoreV1Api(kube).read_namespace("dbos-ready").metadata.name == "dbos-ready"
+
+    again = ansible.run(ready_play(tmp_path))
+    assert again.ok, again.explain()
+    assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+def test_ready_entry_point_without_main_says_what_to_run(aws, ansible, tmp_path):
+    result = ansible.run(ready_play(tmp_path))
+    assert not result.ok
+    assert "No EKS cluster dbos-app-cluster" in result.explain() and "--tags eks" in result.explain()

@@ -15,8 +15,9 @@ import psycopg
 import pytest
 from kubernetes import client
 
+from lab.ansible_run import STRATEGIES
 from lab.core import REPO
-from tests.roles.conftest import admin_secret, controller_mode, queue_db_tunnel
+from tests.roles.conftest import admin_secret, controller_mode, handed_on, queue_db_tunnel
 from tests.roles.manifests import as_rendered, validation_errors
 from tests.sample_app.harness import (
     wait_for,
@@ -40,6 +41,10 @@ def database(migrated_database):
 
 @pytest.fixture(scope="module")
 def keda_ns(kube):
+    return target_namespace(kube)
+
+
+def target_namespace(kube) -> str:
     """A namespace with the Deployment the ScaledObjects scale (as the app role leaves it; of an image
     the lab does not run, so kwok makes its pods Ready): KEDA refuses a ScaledObject whose target
     does not exist."""
@@ -151,19 +156,26 @@ def test_bad_input_fails_before_any_change_naming_the_variable(runner, kube, ext
 
 @pytest.fixture(scope="module")
 def postgresql(addons, runner, keda_ns, database, lab):
-    """The role with the postgresql trigger, the reader role (one of the test's own) created from this
-    machine (controller mode)."""
+    """The role with the postgresql trigger, at -vvv with the strategy ansible.cfg selects."""
+    return first_postgresql_run(runner, lab, database, keda_ns)
+
+
+def first_postgresql_run(runner, lab, database, namespace, *, env=None, sealed_dir=None) -> dict:
+    """A first run of the role with the postgresql trigger into ``namespace``, at -vvv, the reader role
+    (a new one of the test's own) created from this machine (controller mode)."""
     role, password = f"reader_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(18) + "/:@?#%+&="
     database["roles"].append(role)
-    extra = {**controller_mode(lab), "dbos_namespace": keda_ns, "dbos_worker_concurrency": CONCURRENCY,
-             "keda_trigger": "postgresql", "keda_min_replicas": 0, "keda_scaledobject_name": "to-zero",
+    extra = {**controller_mode(lab), **handed_on(lab), "dbos_namespace": namespace,
+             "dbos_worker_concurrency": CONCURRENCY, "keda_trigger": "postgresql", "keda_min_replicas": 0,
+             "keda_scaledobject_name": "to-zero",
              # the lab's PostgreSQL as RDS serves it (TLS, port 5432 of its own address): where KEDA connects
              "keda_db_host": lab.postgres["front"]["host"], "keda_db_name": database["name"],
-             "keda_reader_role": role, "dbos_db_queue_reader_password": password}
-    result = runner.run(PLAY, extra_vars=extra, verbosity=3, json_output=False)
+             "keda_reader_role": role, "dbos_db_queue_reader_password": password,
+             **({"secrets_sealed_dir": str(sealed_dir)} if sealed_dir else {})}
+    result = runner.run(PLAY, extra_vars=extra, verbosity=3, json_output=False, env=env)
     assert result.ok, result.stdout[-3000:]
-    return {"result": result, "extra": extra, "namespace": keda_ns, "database": database, "role": role, "lab": lab,
-            "password": password, "sealed_dir": lab.dir / "sealed-secrets",
+    return {"result": result, "extra": extra, "namespace": namespace, "database": database, "role": role, "lab": lab,
+            "password": password, "sealed_dir": sealed_dir or lab.dir / "sealed-secrets",
             "reader_url": reader_url(lab, role, password, database)}
 
 
@@ -203,9 +215,21 @@ def test_postgresql_connection_string_is_sealed_and_unsealed(postgresql, kube):
     front = pg["lab"].postgres["front"]
     assert url.startswith(f"postgresql://{pg['role']}:") and url.endswith(
         f"@{front['host']}:5432/{pg['database']['name']}?sslmode=require")
-    assert pg["password"] not in pg["result"].stdout + pg["result"].stderr  # -vvv
     sealed = (pg["sealed_dir"] / "dbos-queue-reader.yaml").read_text()
     assert "SealedSecret" in sealed and pg["password"] not in sealed
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_first_run_at_vvv_shows_no_password(postgresql, runner, kube, tmp_path, strategy):
+    """The fixture's run is the one of the strategy ansible.cfg selects; ansible's linear makes a first
+    run of its own, into a namespace and with a reader role of its own."""
+    pg = postgresql if strategy == "mitogen_linear" else first_postgresql_run(
+        runner, postgresql["lab"], postgresql["database"], target_namespace(kube), env=STRATEGIES[strategy],
+        sealed_dir=tmp_path / "sealed")
+    run = pg["result"]
+    assert run.verbose_strategy() == strategy, run.stdout[:3000]
+    assert "Create the read-only role" in run.stdout, run.stdout[-3000:]  # the tasks that see it ran
+    assert pg["password"] not in run.stdout + run.stderr
 
 
 def test_reader_can_run_the_trigger_query_and_nothing_else(postgresql, kube):
@@ -269,7 +293,7 @@ def test_cluster_mode_grants_from_a_job(runner, kube, database, lab):
     pg = lab.postgres
     admin_secret(kube, namespace, f"postgresql://{pg['user']}:{pg['password']}@{pg['front']['host']}:5432/"
                                   f"{database['name']}?sslmode=require")
-    extra = {"dbos_namespace": namespace, "dbos_worker_concurrency": 2, "keda_trigger": "postgresql",
+    extra = {**handed_on(lab), "dbos_namespace": namespace, "dbos_worker_concurrency": 2, "keda_trigger": "postgresql",
              # the lab's PostgreSQL as RDS serves it (TLS, port 5432 of its own address), for the Job
              "keda_db_host": pg["front"]["host"], "keda_db_name": database["name"], "keda_admin_user": pg["user"],
              "keda_reader_role": role, "dbos_db_queue_reader_password": password,
@@ -303,6 +327,33 @@ def test_cluster_mode_grants_from_a_job(runner, kube, database, lab):
     assert can_read(password + "2")
 
 
+@pytest.mark.usefixtures("addons")
+def test_a_grants_job_that_fails_fails_the_role_when_it_fails_with_psqls_log(runner, kube, database, lab):
+    """A wrong admin password in the Secret: each attempt's psql cannot log in, the Job controller fails
+    the Job after its back-off limit, and the role fails then (not at keda_reader_job_timeout), with
+    the Job's reason and psql's own error; the password is in neither."""
+    namespace = f"keda-job-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
+    pg = lab.postgres
+    admin_secret(kube, namespace, f"postgresql://{pg['user']}:not-the-admin-password@{pg['front']['host']}:5432/"
+                                  f"{database['name']}?sslmode=require")
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    extra = {**handed_on(lab), "dbos_namespace": namespace, "dbos_worker_concurrency": 2, "keda_trigger": "postgresql",
+             "keda_db_host": pg["front"]["host"], "keda_db_name": database["name"], "keda_admin_user": pg["user"],
+             "keda_reader_role": role, "dbos_db_queue_reader_password": secrets.token_urlsafe(18),
+             "keda_reader_job_timeout": 600, **NOT_VERIFIED}
+    failed = runner.run(PLAY, extra_vars=extra)
+    assert not failed.ok
+    [(name, result)] = [(n, r) for n, r in failed.tasks() if r.get("failed")]
+    assert name.endswith("Grant from a Job in the cluster, in place of the previous one"), name
+    msg = result["msg"]
+    assert f"Job {namespace}/dbos-queue-reader-grants failed (BackoffLimitExceeded" in msg, msg
+    assert f'password authentication failed for user "{pg["user"]}"' in msg, msg
+    assert "not-the-admin-password" not in failed.stdout + failed.stderr
+    assert [p["phase"] for p in result["pods"]] == ["Failed"] * 3  # backoffLimit 2: three attempts
+    assert result["succeeded"] is False
+
+
 # --- the arithmetic, end to end ----------------------------------------------------------------------
 
 def test_seven_queued_behind_concurrency_two_call_for_four_replicas(runner, start_app, postgresql, kube):
@@ -323,8 +374,8 @@ def test_seven_queued_behind_concurrency_two_call_for_four_replicas(runner, star
     assert by_url.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=7 desired_replicas=4"
     assert re.match(r"dbos-app: replicas=\S+ desired_replicas=4 ", by_url.task("Report the replicas")["msg"])
 
-    db = {"scale_report_source": "database", "app_queue_db_name": database["name"],
-          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
+    db = {"scale_report_source": "database", "scale_report_db_name": database["name"],
+          "scale_report_db_user": database["role"], "dbos_db_app_role_password": database["password"],
           **queue_db_tunnel(postgresql["lab"], "scale_report_db")}
     by_db = runner.run(SCALE_REPORT, extra_vars={**common, **db})
     assert by_db.ok, by_db.explain()
@@ -375,8 +426,8 @@ def test_triggers_count_up_to_the_bound_and_ask_for_what_a_full_count_asks_for(r
     report = runner.run(SCALE_REPORT, extra_vars={**common, "scale_report_url": f"{app.base}/metrics"})
     assert report.ok, report.explain()
     assert report.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length>=4 desired_replicas=2"
-    db = {"scale_report_source": "database", "app_queue_db_name": database["name"], "keda_trigger": "postgresql",
-          "app_queue_db_user": database["role"], "dbos_db_app_role_password": database["password"],
+    db = {"scale_report_source": "database", "scale_report_db_name": database["name"], "keda_trigger": "postgresql",
+          "scale_report_db_user": database["role"], "dbos_db_app_role_password": database["password"],
           **queue_db_tunnel(postgresql["lab"], "scale_report_db")}
     report = runner.run(SCALE_REPORT, extra_vars={**common, **db})
     assert report.ok, report.explain()

@@ -11,7 +11,7 @@ import pytest
 from dbos import DBOSClient
 from kubernetes import client
 
-from tests.roles.conftest import admin_secret, controller_mode
+from tests.roles.conftest import admin_secret, controller_mode, handed_on
 from tests.roles.manifests import as_rendered, validation_errors
 from tests.sample_app.harness import create_login_role, create_postgres_database, drop_postgres_database, drop_role
 
@@ -98,7 +98,7 @@ def job_namespace(kube):
 def job_run(runner, job_namespace, kube, lab, job_database):
     namespace = job_namespace
     admin_secret(kube, namespace, front_url(lab, job_database["name"]))
-    extra = {"dbos_namespace": namespace, "migrate_app_role": job_database["role"]}
+    extra = {**handed_on(lab), "dbos_namespace": namespace, "migrate_app_role": job_database["role"]}
     result = runner.run(PLAY, extra_vars=extra)
     assert result.ok, result.explain()
     return result, extra
@@ -168,7 +168,7 @@ def test_a_failing_job_fails_the_role_with_its_real_log_and_leaves_nothing_half_
         admin_secret(kube, namespace, front_url(lab, name, password="not-the-admin-password"))
         failed = runner.run(PLAY, extra_vars={**extra, "migrate_dbos_version": "9.9.9", "migrate_backoff_limit": 0})
         assert not failed.ok
-        msg = failed.task("Fail with the logs if the migration failed")["msg"]
+        msg = failed.task("Run the migration Job")["msg"]
         assert "dbos-migrate-9-9-9 failed" in msg and "BackoffLimitExceeded" in msg, msg
         assert 'password authentication failed for user "postgres"' in msg, msg
         assert "not-the-admin-password" not in msg
@@ -191,7 +191,7 @@ def test_a_failing_job_fails_the_role_with_its_real_log_and_leaves_nothing_half_
 def test_bad_input_fails_naming_the_variable(runner, namespace, extra, name):
     result = runner.run(PLAY, extra_vars={"dbos_namespace": namespace, **extra})
     assert not result.ok and name in result.explain()
-    assert not any(n.endswith("Create the Job") or n.endswith("Run dbos migrate from the control node")
+    assert not any(n.endswith("Run the migration Job") or n.endswith("Run dbos migrate from the control node")
                    for n, _ in result.tasks())
 
 
@@ -207,10 +207,10 @@ def test_check_mode_runs_no_migration(runner, lab, kube, namespace):
         assert preview.ok, preview.explain()
         with psycopg.connect(admin_db_url) as conn:
             assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'dbos'").fetchone() == (0,)
-        job_vars = {"dbos_namespace": namespace, "migrate_dbos_version": "8.8.8"}
+        job_vars = {**handed_on(lab), "dbos_namespace": namespace, "migrate_dbos_version": "8.8.8"}
         job_preview = runner.run(PLAY, check=True, extra_vars=job_vars)
         assert job_preview.ok, job_preview.explain()
-        assert job_preview.task("Create the Job")["changed"]
+        assert job_preview.task("Run the migration Job")["changed"]
         names = [j.metadata.name for j in client.BatchV1Api(kube).list_namespaced_job(namespace).items]
         assert "dbos-migrate-8-8-8" not in names
     finally:

@@ -25,8 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client
 
-from lab.ansible_run import AnsibleRunner
+from lab.ansible_run import STRATEGIES, AnsibleRunner
 from lab.core import REPO
+from tests.roles.conftest import handed_on
 from tests.roles.manifests import validation_errors
 from tests.unit.plugins.module_utils.sealed_reference import UnsealError, hybrid_decrypt, load_private_key
 
@@ -52,8 +53,10 @@ def sealed_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base_vars(values, sealed_dir):
-    return {"dbos_namespace": "dbos", "secrets_db_host": "dbos-app-pg.abc.us-east-1.rds.amazonaws.com",
+def base_vars(lab, values, sealed_dir):
+    return {"dbos_namespace": "dbos",
+            **handed_on(lab, secrets=False, endpoint="dbos-app-pg.abc.us-east-1.rds.amazonaws.com", port=5432,
+                        master_username="postgres"),
             "secrets_sealed_dir": str(sealed_dir), **values}
 
 
@@ -181,10 +184,14 @@ def test_second_run_changes_nothing_and_files_stay_byte_identical(converged, run
     assert file_bytes(sealed_dir) == before
 
 
-def test_verbose_output_and_files_never_show_a_plaintext_value(converged, runner, base_vars, values, sealed_dir):
+@pytest.mark.usefixtures("converged")
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_verbose_output_and_files_never_show_a_plaintext_value(runner, base_vars, values, sealed_dir, strategy):
     # -vvv, with every value sealed again, so every task that sees one runs in full
-    run = runner.run(PLAY, extra_vars={**base_vars, "secrets_force_reseal": True}, verbosity=3, json_output=False)
+    run = runner.run(PLAY, extra_vars={**base_vars, "secrets_force_reseal": True}, verbosity=3, json_output=False,
+                     env=STRATEGIES[strategy])
     assert run.ok, run.stdout[-3000:]
+    assert run.verbose_strategy() == strategy, run.stdout[:3000]
     assert "Seal the Secrets into files" in run.stdout
     needles = [v for s in values.values() for v in (s, s.split("-", 1)[1].split("/")[0])]
     for needle in needles:
@@ -234,6 +241,46 @@ def test_the_module_says_when_it_cannot_get_the_certificate(converged, runner, t
     assert not result.ok
     msg = result.tasks()[0][1]["msg"]
     assert "kube-system/missing" in msg and "HTTP 404" in msg and "\n" not in msg
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_the_module_connects_with_kubernetes_cores_options_and_variables(lab, kube, tmp_path):
+    """kubernetes.core's connection options and K8S_AUTH_* variables, each reaching the API server as
+    whom it names: the admin (HTTP 404: no such controller), a ServiceAccount without rights (HTTP 403,
+    by its name), or nothing (TLS refused, unknown context)."""
+    kubeconfig = yaml.safe_load(Path(lab.kube["kubeconfig"]).read_text())
+    cluster, user = kubeconfig["clusters"][0]["cluster"], kubeconfig["users"][0]["user"]
+    ca_cert = tmp_path / "ca.crt"
+    ca_cert.write_bytes(base64.b64decode(cluster["certificate-authority-data"]) if "certificate-authority-data"
+                        in cluster else Path(cluster["certificate-authority"]).read_bytes())
+    account = f"sealer-{random.token_hex(3)}"
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_service_account("default", {"metadata": {"name": account}})
+    api_key = core.create_namespaced_service_account_token(account, "default", {"spec": {}}).status.token
+    admin = {"host": cluster["server"], "ca_cert": str(ca_cert), "client_cert": user["client-certificate"],
+             "client_key": user["client-key"]}
+    sealer = {"host": cluster["server"], "api_key": api_key}
+    cases = {  # name: (options, task environment, what the message must say)
+        "kubeconfig": ({"kubeconfig": lab.kube["kubeconfig"]}, {}, "HTTP 404"),
+        "K8S_AUTH_KUBECONFIG": ({}, {"K8S_AUTH_KUBECONFIG": lab.kube["kubeconfig"]}, "HTTP 404"),
+        "host and client certificate": (admin, {}, "HTTP 404"),
+        "host and api_key": ({**sealer, "ca_cert": str(ca_cert)}, {}, f"serviceaccount:default:{account}"),
+        "validate_certs false": ({**sealer, "validate_certs": False}, {}, f"serviceaccount:default:{account}"),
+        "K8S_AUTH_HOST, _API_KEY, _SSL_CA_CERT": (
+            {}, {"K8S_AUTH_HOST": sealer["host"], "K8S_AUTH_API_KEY": api_key, "K8S_AUTH_SSL_CA_CERT": str(ca_cert)},
+            f"serviceaccount:default:{account}"),
+        "no CA to validate with": (sealer, {}, "CERTIFICATE_VERIFY_FAILED"),
+        "unknown context": ({"kubeconfig": lab.kube["kubeconfig"], "context": "nowhere"}, {}, "nowhere"),
+    }
+    tasks = [{"name": name, "dbos.deploy.sealed_secret": {
+        "name": "x", "namespace": "dbos", "data": {"k": value("never-sent")}, "path": str(tmp_path / "x.yaml"),
+        "controller_name": "missing", "digest_key": "{{ dbos_secrets_hmac_key }}", **options},
+        "environment": environment, "ignore_errors": True} for name, (options, environment, _) in cases.items()]
+    result = AnsibleRunner(lab, tmp_path).run([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}],
+                                              env={"KUBECONFIG": str(tmp_path / "none")})
+    messages = {name: result.task(name).get("msg", "") for name in cases}
+    for name, (_, _, expected) in cases.items():
+        assert expected in messages[name] and "\n" not in messages[name], (name, messages[name])
     assert not (tmp_path / "x.yaml").exists()
 
 

@@ -17,6 +17,16 @@ def test_a_version_with_a_bar_in_it_keeps_it():
     assert version_counts(["a|b|7"]) == {"a|b": 7}
 
 
+def test_counts_by_version_of_each_queue_are_summed_too():
+    assert version_counts([{"v1": 3, "v2": 1}, {"v1": 2}, {}]) == {"v1": 5, "v2": 1}
+
+
+@pytest.mark.parametrize("count", [-1, "3", None, True])
+def test_a_mapping_holding_anything_but_a_count_is_refused(count):
+    with pytest.raises(AnsibleFilterError, match="is not a count"):
+        version_counts([{"v1": count}])
+
+
 def test_no_rows_is_no_work():
     assert version_counts([]) == {}
 

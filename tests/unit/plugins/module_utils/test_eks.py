@@ -1,7 +1,11 @@
 """Unit tests for plugins/module_utils/eks.py."""
 
 import pytest
-from ansible_collections.dbos.deploy.plugins.module_utils.eks import cluster_facts, endpoint_access_update
+from ansible_collections.dbos.deploy.plugins.module_utils.eks import (
+    cluster_facts,
+    describe_cluster,
+    endpoint_access_update,
+)
 
 CLUSTER = {
     "name": "c", "arn": "arn:aws:eks:us-west-2:123456789012:cluster/c", "status": "ACTIVE", "version": "1.31",
@@ -37,3 +41,41 @@ def test_endpoint_access_update(wanted, update):
 def test_both_endpoints_off_is_refused():
     with pytest.raises(ValueError, match="cannot both be false"):
         endpoint_access_update(CLUSTER, {**UNSET, "endpoint_public_access": False})
+
+
+class Module:
+    """What describe_cluster asks of an AnsibleAWSModule: fail_json_aws, which ends the module."""
+
+    class Failed(Exception):
+        pass
+
+    def fail_json_aws(self, exception, msg):
+        raise self.Failed(msg, exception)
+
+
+@pytest.fixture
+def stubbed_eks():
+    """A real botocore EKS client whose answers come from botocore's Stubber."""
+    import botocore.session
+    from botocore.stub import Stubber
+
+    client = botocore.session.Session().create_client("eks", region_name="us-west-2", aws_access_key_id="a",
+                                                      aws_secret_access_key="b")
+    with Stubber(client) as stubber:
+        yield client, stubber
+
+
+def test_describe_cluster_returns_the_cluster_or_none(stubbed_eks):
+    client, stubber = stubbed_eks
+    stubber.add_response("describe_cluster", {"cluster": {"name": "c", "status": "ACTIVE"}}, {"name": "c"})
+    stubber.add_client_error("describe_cluster", "ResourceNotFoundException", "No cluster found for name: d.",
+                             404, expected_params={"name": "d"})
+    assert describe_cluster(Module(), client, "c") == {"name": "c", "status": "ACTIVE"}
+    assert describe_cluster(Module(), client, "d") is None
+
+
+def test_describe_cluster_fails_on_other_errors(stubbed_eks):
+    client, stubber = stubbed_eks
+    stubber.add_client_error("describe_cluster", "AccessDeniedException", "not allowed", 403)
+    with pytest.raises(Module.Failed, match="Could not describe EKS cluster c"):
+        describe_cluster(Module(), client, "c")

@@ -3,6 +3,8 @@
 import pytest
 from ansible_collections.dbos.deploy.plugins.module_utils import queue_depth as qd
 
+from tests.unit.plugins.module_utils.fake_time import FakeTime
+
 
 @pytest.mark.parametrize(("queue_length", "target", "lo", "hi", "expected"), [
     (7, 2, 1, 10, 4),      # ceil(7/2)
@@ -83,17 +85,6 @@ def test_redact_hides_the_password():
 PARAMS = {"source": "url", "queue": "taskQueue", "url": "http://x/metrics/taskQueue", "value_location": "queue_length",
           "timeout": 1, "validate_certs": True, "target_per_replica": 2, "min_replicas": 1, "max_replicas": 10,
           "wait_timeout": 10, "interval": 2}
-
-
-class FakeTime:
-    def __init__(self):
-        self.now = 0.0
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 def test_wait_until_polls_until_the_queue_drains(monkeypatch):
