@@ -66,7 +66,9 @@ def test_the_deployment_is_the_guides_with_least_privilege(deployed, kube, app_v
             for n, e in env.items() if e.value_from and e.value_from.secret_key_ref}
     assert refs == {"DBOS_SYSTEM_DATABASE_URL": ("dbos-app-db", "database-url"),
                     "DBOS_CONDUCTOR_KEY": ("conductor-api-key", "api-key")}
+    # the executor id is the pod's name, for the sample app and for any DBOS SDK
     assert env["DBOS_EXECUTOR_ID"].value_from.field_ref.field_path == "metadata.name"
+    assert env["DBOS__VMID"].value_from.field_ref.field_path == "metadata.name"
     assert (env["DBOS_APP_VERSION"].value, env["WORKER_CONCURRENCY"].value) == ("v1", "3")
     assert "DBOS_CONDUCTOR_URL" not in env  # managed Conductor
     assert app.readiness_probe.http_get.path == app.liveness_probe.http_get.path == "/healthz"
@@ -75,7 +77,7 @@ def test_the_deployment_is_the_guides_with_least_privilege(deployed, kube, app_v
     sc = app.security_context
     assert (sc.run_as_non_root, sc.allow_privilege_escalation, sc.read_only_root_filesystem,
             sc.capabilities.drop) == (True, False, True, ["ALL"])
-    assert pod.termination_grace_period_seconds == 25 + 10
+    assert pod.termination_grace_period_seconds == 35 and env["SHUTDOWN_GRACE_SECONDS"].value == "25"
     assert dep.spec.replicas == 2 and dep.metadata.labels["dbos.dev/app-version"] == "v1"
     assert app.image.endswith(f"/{REPOSITORY}:v1")
     svc = client.CoreV1Api(kube).read_namespaced_service("dbos-app", app_vars["dbos_namespace"])
@@ -238,6 +240,9 @@ def test_building_the_image_needs_a_docker_engine_and_stops_before_the_cluster(r
     ({"app_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/dbos-app"}, "app_image"),
     ({"dbos_worker_concurrency": "two"}, "dbos_worker_concurrency"),
     ({"app_replicas": 0}, "app_replicas"),
+    ({"app_shutdown_grace_seconds": 40},
+     "app_termination_grace_seconds (35) must be more than app_shutdown_grace_seconds (40)"),
+    ({"app_termination_grace_seconds": "soon"}, "app_termination_grace_seconds"),
 ])
 def test_bad_input_fails_naming_the_variable(runner, app_vars, kube, extra, name):
     result = runner.run(PLAY, extra_vars={**app_vars, "app_name": "bad-app", **extra})

@@ -88,7 +88,11 @@ def test_metrics_api_scaled_object_is_the_guides_and_validates(metrics_api, kube
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dbos-app"}
     assert (spec["pollingInterval"], spec["cooldownPeriod"], spec["minReplicaCount"], spec["maxReplicaCount"]) == (
         15, 60, 1, 10)
-    assert spec["triggers"] == [{"type": "metrics-api", "metadata": {
+    # scale-in: pods go only when every count over 300 s asked for fewer; an unreadable metric holds them
+    assert spec["advanced"] == {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {
+        "stabilizationWindowSeconds": 300}}}}
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": 1, "behavior": "currentReplicasIfHigher"}
+    assert spec["triggers"] == [{"type": "metrics-api", "metricType": "AverageValue", "metadata": {
         # counted up to maxReplicaCount x targetValue: past it the answer is maxReplicaCount anyway
         "url": f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/metrics/taskQueue?max={10 * CONCURRENCY}",
         "valueLocation": "queue_length",
@@ -197,7 +201,8 @@ def test_postgresql_trigger_uses_the_modules_query_through_a_trigger_authenticat
     assert validation_errors(as_rendered(obj)) == [] and validation_errors(as_rendered(auth)) == []
     assert obj["spec"]["minReplicaCount"] == 0
     [trigger] = obj["spec"]["triggers"]
-    assert trigger == {"type": "postgresql", "authenticationRef": {"name": "dbos-queue-reader"}, "metadata": {
+    assert trigger == {"type": "postgresql", "metricType": "AverageValue",
+                       "authenticationRef": {"name": "dbos-queue-reader"}, "metadata": {
         "query": "SELECT count(*) FROM (SELECT 1 FROM \"dbos\".workflow_status WHERE queue_name = 'taskQueue' "
                  "AND status IN ('ENQUEUED', 'PENDING') ORDER BY status, priority, created_at "
                  f"LIMIT {10 * CONCURRENCY}) AS bounded",

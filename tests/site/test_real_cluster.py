@@ -285,6 +285,9 @@ def test_keda_accepts_the_scaled_object_and_counts_the_queue_as_the_reader(conve
                                                                        SCALED_OBJECT)
     assert {"type": "Ready", "status": "True"}.items() <= next(
         c for c in scaled["status"]["conditions"] if c["type"] == "Ready").items()
+    # the HPA KEDA made removes pods only after the role's stabilization window
+    hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(f"keda-hpa-{SCALED_OBJECT}", "dbos")
+    assert hpa.spec.behavior.scale_down.stabilization_window_seconds == 300
     name, items = external_metric(lab)
     assert name == "s0-postgresql" and [i["value"] for i in items] == ["0"]
     # KEDA connects as on AWS: to the RDS endpoint's name, with TLS (the lab resolves the name to its
