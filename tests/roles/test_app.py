@@ -71,6 +71,8 @@ def test_the_deployment_is_the_guides_with_least_privilege(deployed, kube, app_v
     assert env["DBOS__VMID"].value_from.field_ref.field_path == "metadata.name"
     assert (env["DBOS_APP_VERSION"].value, env["WORKER_CONCURRENCY"].value) == ("v1", "3")
     assert "DBOS_CONDUCTOR_URL" not in env  # managed Conductor
+    # Conductor recovers the work of pods that are gone: no reconciler unless asked for
+    assert "dbos-app-reconciler" not in deployments(kube, app_vars["dbos_namespace"])
     assert app.readiness_probe.http_get.path == app.liveness_probe.http_get.path == "/healthz"
     assert app.resources.requests == {"cpu": "500m", "memory": "256Mi"}
     assert app.resources.limits == {"cpu": "2", "memory": "512Mi"}
@@ -243,6 +245,10 @@ def test_building_the_image_needs_a_docker_engine_and_stops_before_the_cluster(r
     ({"app_shutdown_grace_seconds": 40},
      "app_termination_grace_seconds (35) must be more than app_shutdown_grace_seconds (40)"),
     ({"app_termination_grace_seconds": "soon"}, "app_termination_grace_seconds"),
+    ({"app_reconciler_interval_seconds": -5}, "app_reconciler_interval_seconds must be more than 0"),
+    ({"app_reconciler_interval_seconds": 0}, "app_reconciler_interval_seconds must be more than 0"),
+    ({"app_reconciler_lease_seconds": 2}, "app_reconciler_lease_seconds must be at least 3"),
+    ({"app_reconciler_image": "dbos-reconciler:0.1.0"}, "app_reconciler_image must name its registry"),
 ])
 def test_bad_input_fails_naming_the_variable(runner, app_vars, kube, extra, name):
     result = runner.run(PLAY, extra_vars={**app_vars, "app_name": "bad-app", **extra})

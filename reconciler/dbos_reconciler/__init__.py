@@ -1,0 +1,1 @@
+"""Recovery of a DBOS application's work from executors (pods) that are gone, without Conductor."""

@@ -1,0 +1,5 @@
+import sys
+
+from dbos_reconciler.service import main
+
+sys.exit(main())
