@@ -13,6 +13,8 @@ import uuid
 
 import psycopg
 import pytest
+from dbos import DBOSClient
+from dbos_sample_app.settings import APP_NAME, QUEUE_NAME
 from kubernetes import client
 
 from lab.ansible_run import STRATEGIES
@@ -32,6 +34,8 @@ CONCURRENCY = 3
 # KEDA cannot read that trigger here and the role is told not to check the HPA. The check itself is
 # tested here with the postgresql trigger, and with metrics-api on the lab's running app in tests/site.
 NOT_VERIFIED = {"keda_verify_hpa": False}
+# Of a version no running app serves: its workflows stay ENQUEUED.
+UNSERVED = "v2 'unserved'/rc"
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +97,10 @@ def test_metrics_api_scaled_object_is_the_guides_and_validates(metrics_api, kube
         "stabilizationWindowSeconds": 300}}}}
     assert spec["fallback"] == {"failureThreshold": 3, "replicas": 1, "behavior": "currentReplicasIfHigher"}
     assert spec["triggers"] == [{"type": "metrics-api", "metricType": "AverageValue", "metadata": {
-        # counted up to maxReplicaCount x targetValue: past it the answer is maxReplicaCount anyway
-        "url": f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/metrics/taskQueue?max={10 * CONCURRENCY}",
+        # waiting and running work (keda_statuses), counted up to maxReplicaCount x targetValue: past it
+        # the answer is maxReplicaCount anyway
+        "url": f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/metrics/taskQueue?statuses=ENQUEUED,PENDING"
+               f"&max={10 * CONCURRENCY}",
         "valueLocation": "queue_length",
         "targetValue": str(CONCURRENCY)}}]  # the app's concurrency variable, not a number of the role's own
 
@@ -122,7 +128,7 @@ def test_one_trigger_per_queue(runner, kube, keda_ns):
     obj = scaled_object(kube, keda_ns, name)
     assert validation_errors(as_rendered(obj)) == []
     assert [t["metadata"]["url"].rsplit("/metrics/", 1)[1] for t in obj["spec"]["triggers"]] == [
-        "taskQueue?max=20", "emails%20high%2Flow?max=20"]
+        "taskQueue?statuses=ENQUEUED,PENDING&max=20", "emails%20high%2Flow?statuses=ENQUEUED,PENDING&max=20"]
 
 
 def test_an_endpoint_without_a_bound_parameter(runner, kube, keda_ns):
@@ -132,7 +138,8 @@ def test_an_endpoint_without_a_bound_parameter(runner, kube, keda_ns):
                                           "keda_metrics_path": "/depth"})
     assert result.ok, result.explain()
     [trigger] = scaled_object(kube, keda_ns, name)["spec"]["triggers"]
-    assert trigger["metadata"]["url"] == f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/depth/taskQueue"
+    assert trigger["metadata"]["url"] == \
+        f"http://dbos-app.{keda_ns}.svc.cluster.local:8080/depth/taskQueue?statuses=ENQUEUED,PENDING"
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -145,6 +152,13 @@ def test_an_endpoint_without_a_bound_parameter(runner, kube, keda_ns):
      "keda_trigger postgresql needs dbos_db_queue_reader_password"),
     ({"keda_max_replicas": "ten"}, "keda_max_replicas"),
     ({"keda_metrics_bound_parameter": "max&x"}, 'keda_metrics_bound_parameter must be a plain query parameter name'),
+    ({"keda_metrics_bound_parameter": "version"}, "and not version or statuses"),
+    ({"keda_statuses": []}, "keda_statuses must be a non-empty list of ENQUEUED and PENDING, each once, got []"),
+    ({"keda_statuses": ["ENQUEUED", "ENQUEUED"]}, "keda_statuses must be a non-empty list"),
+    ({"keda_statuses": ["ENQUEUED", "DELAYED"]}, "keda_statuses"),
+    ({"keda_statuses": "ENQUEUED"}, 'keda_statuses must be a list, got the string "ENQUEUED"'),
+    ({"keda_application_version": "v1\n"}, "keda_application_version must be a version string without control"),
+    ({"keda_application_version": 1.1}, "keda_application_version must be a version string"),
     ({"keda_trigger": "prometheus"}, "keda_trigger"),
 ])
 def test_bad_input_fails_before_any_change_naming_the_variable(runner, kube, extra, message):
@@ -362,10 +376,12 @@ def test_a_grants_job_that_fails_fails_the_role_when_it_fails_with_psqls_log(run
 # --- the arithmetic, end to end ----------------------------------------------------------------------
 
 def test_seven_queued_behind_concurrency_two_call_for_four_replicas(runner, start_app, postgresql, kube):
-    """The sample app on the lab PostgreSQL runs 2 workflows at once; 9 enqueued leave 7 waiting. KEDA's
-    metrics-api sees queue_length 7 and asks for ceil(7/2) = 4; dbos.deploy.queue_depth (through
-    playbooks/scale_report.yml) says the same from the app's endpoint and from the database; the
-    postgresql trigger's SQL, run as the read-only role, counts the same rows as the module."""
+    """The sample app on the lab PostgreSQL runs 2 workflows at once; 9 enqueued leave 7 waiting. The
+    triggers count the load, waiting and running (keda_statuses' default): 9, which asks for
+    ceil(9/2) = 5; the guide's metric (keda_statuses [ENQUEUED]) sees 7 and asks for ceil(7/2) = 4.
+    dbos.deploy.queue_depth (through playbooks/scale_report.yml) says the same from the app's endpoint
+    and from the database; the postgresql trigger's SQL, run as the read-only role, counts the same
+    rows as the module."""
     database = postgresql["database"]
     app = start_app(database["url"], env={"WORKER_CONCURRENCY": "2"})
     app.wait_ready()
@@ -376,24 +392,24 @@ def test_seven_queued_behind_concurrency_two_call_for_four_replicas(runner, star
     common = {"dbos_namespace": postgresql["namespace"], "dbos_worker_concurrency": 2}
     by_url = runner.run(SCALE_REPORT, extra_vars={**common, "scale_report_url": f"{app.base}/metrics"})
     assert by_url.ok, by_url.explain()
-    assert by_url.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=7 desired_replicas=4"
-    assert re.match(r"dbos-app: replicas=\S+ desired_replicas=4 ", by_url.task("Report the replicas")["msg"])
+    assert by_url.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=9 desired_replicas=5"
+    assert re.match(r"dbos-app: replicas=\S+ desired_replicas=5 ", by_url.task("Report the replicas")["msg"])
 
     db = {"scale_report_source": "database", "scale_report_db_name": database["name"],
           "scale_report_db_user": database["role"], "dbos_db_app_role_password": database["password"],
           **queue_db_tunnel(postgresql["lab"], "scale_report_db")}
     by_db = runner.run(SCALE_REPORT, extra_vars={**common, **db})
     assert by_db.ok, by_db.explain()
-    assert by_db.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=7 desired_replicas=4"
+    assert by_db.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=9 desired_replicas=5"
     assert database["password"] not in by_db.stdout
-
-    # the postgresql trigger counts waiting and running work: the module, asked the same, agrees
-    in_flight = runner.run(SCALE_REPORT, extra_vars={**common, **db, "keda_trigger": "postgresql"})
-    assert in_flight.ok, in_flight.explain()
-    assert in_flight.task("Report each queue")["results"][0]["msg"] == \
-        "taskQueue: queue_length=9 desired_replicas=5"
     with psycopg.connect(postgresql["reader_url"], autocommit=True) as conn:
         assert conn.execute(trigger_query(kube, postgresql)).fetchone() == (9,)
+
+    # the guide's metric, the waiting only, from either source
+    for source in ({"scale_report_url": f"{app.base}/metrics"}, db):
+        waiting = runner.run(SCALE_REPORT, extra_vars={**common, **source, "keda_statuses": ["ENQUEUED"]})
+        assert waiting.ok, waiting.explain()
+        assert waiting.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=7 desired_replicas=4"
 
 
 def test_triggers_count_up_to_the_bound_and_ask_for_what_a_full_count_asks_for(runner, start_app, postgresql, kube):
@@ -410,7 +426,7 @@ def test_triggers_count_up_to_the_bound_and_ask_for_what_a_full_count_asks_for(r
     [url_trigger] = scaled_object(kube, postgresql["namespace"], "bounded-api")["spec"]["triggers"]
     [query_trigger] = scaled_object(kube, postgresql["namespace"], "bounded-pg")["spec"]["triggers"]
     url = urllib.parse.urlsplit(url_trigger["metadata"]["url"])
-    assert url.query == "max=4"
+    assert url.query == "statuses=ENQUEUED,PENDING&max=4"
     assert query_trigger["metadata"]["query"].endswith("LIMIT 4) AS bounded")
 
     with psycopg.connect(database["admin_url"], autocommit=True) as conn:  # the workflows of earlier tests
@@ -437,3 +453,49 @@ def test_triggers_count_up_to_the_bound_and_ask_for_what_a_full_count_asks_for(r
     report = runner.run(SCALE_REPORT, extra_vars={**common, **db})
     assert report.ok, report.explain()
     assert report.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length>=4 desired_replicas=2"
+
+
+def test_both_triggers_count_the_statuses_and_the_version_they_are_given(runner, start_app, postgresql, kube):
+    """keda_statuses and keda_application_version reach both triggers. With 9 workflows of the app's
+    version in flight (2 running, 7 waiting) and 3 of a version no app runs (ENQUEUED), the URL and the
+    query read back from the applied ScaledObjects, asked as KEDA asks them, count that version's
+    waiting workflows only, 3; so does the scale report, from the app's endpoint and from the database."""
+    database = postgresql["database"]
+    with psycopg.connect(database["admin_url"], autocommit=True) as conn:  # the workflows of earlier tests
+        conn.execute("TRUNCATE dbos.workflow_status CASCADE")
+    app = start_app(database["url"], env={"WORKER_CONCURRENCY": "2"})
+    app.wait_ready()
+    for _ in range(9):
+        app.enqueue(120)
+    dbos = DBOSClient(system_database_url=database["admin_url"], application_name=APP_NAME)
+    try:
+        for _ in range(3):
+            dbos.enqueue({"queue_name": QUEUE_NAME, "workflow_name": "sleep_workflow", "app_version": UNSERVED}, 120)
+    finally:
+        dbos.destroy()
+    wait_for(lambda: app.get("/metrics/taskQueue")[1]["queue_length"] == 10, 30, "7 + 3 waiting, 2 running")
+
+    common = {"dbos_namespace": postgresql["namespace"], "dbos_worker_concurrency": 2, "keda_statuses": ["ENQUEUED"],
+              "keda_application_version": UNSERVED}
+    by_url = runner.run(PLAY, extra_vars={**common, **NOT_VERIFIED, "keda_scaledobject_name": "one-version-api"})
+    assert by_url.ok, by_url.explain()
+    by_query = runner.run(PLAY, extra_vars={**postgresql["extra"], **common,
+                                            "keda_scaledobject_name": "one-version-pg"})
+    assert by_query.ok, by_query.explain()
+    [url_trigger] = scaled_object(kube, postgresql["namespace"], "one-version-api")["spec"]["triggers"]
+    [query_trigger] = scaled_object(kube, postgresql["namespace"], "one-version-pg")["spec"]["triggers"]
+    url = urllib.parse.urlsplit(url_trigger["metadata"]["url"])
+    assert url.query == f"version={urllib.parse.quote(UNSERVED, safe='')}&statuses=ENQUEUED&max=20"
+    assert app.get(f"{url.path}?{url.query}") == (200, {"queue_length": 3, "queue_length_exact": True})
+    assert "status IN ('ENQUEUED')" in query_trigger["metadata"]["query"]
+    assert "application_version = 'v2 ''unserved''/rc'" in query_trigger["metadata"]["query"]
+    with psycopg.connect(postgresql["reader_url"], autocommit=True) as conn:
+        assert conn.execute(query_trigger["metadata"]["query"]).fetchone() == (3,)
+
+    db = {"scale_report_source": "database", "scale_report_db_name": database["name"],
+          "scale_report_db_user": database["role"], "dbos_db_app_role_password": database["password"],
+          **queue_db_tunnel(postgresql["lab"], "scale_report_db")}
+    for source in ({"scale_report_url": f"{app.base}/metrics"}, db):
+        report = runner.run(SCALE_REPORT, extra_vars={**common, **source})
+        assert report.ok, report.explain()
+        assert report.task("Report each queue")["results"][0]["msg"] == "taskQueue: queue_length=3 desired_replicas=2"

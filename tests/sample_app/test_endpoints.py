@@ -9,7 +9,15 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from dbos import DBOSClient
-from dbos_sample_app.service import DRAINING, STATE, PostgresQueueDepth, count_sql, make_app
+from dbos_sample_app.service import (
+    DRAINING,
+    IN_FLIGHT_STATUSES,
+    STATE,
+    PostgresQueueDepth,
+    count_params,
+    count_sql,
+    make_app,
+)
 from dbos_sample_app.settings import APP_NAME, QUEUE_NAME, Settings, SettingsError
 
 from tests.sample_app.harness import dbos_migrate, wait_for
@@ -74,6 +82,77 @@ def test_metrics_counts_up_to_the_bound_it_is_given(system_db, start_app):
         assert "max" in body["error"], (raw, body)
 
 
+# Of a version no running app serves: its workflows stay ENQUEUED. Quoted, to show it is bound, not written in.
+UNSERVED = "v2 'unserved'; --"
+V2 = urllib.parse.quote(UNSERVED, safe="")
+# 4 ENQUEUED of UNSERVED; of test-v1, with one worker slot, 1 PENDING and 2 ENQUEUED
+BY_VERSION_AND_STATUS = {
+    "": 6,  # ENQUEUED, every version: as before these parameters
+    "?statuses=ENQUEUED": 6,
+    "?statuses=PENDING": 1,
+    "?statuses=ENQUEUED,PENDING": 7,
+    "?statuses=PENDING%2CENQUEUED": 7,
+    "?version=test-v1": 2,
+    "?version=test-v1&statuses=ENQUEUED,PENDING": 3,
+    "?statuses=PENDING&version=test-v1": 1,
+    f"?version={V2}": 4,
+    f"?version={V2}&statuses=ENQUEUED,PENDING": 4,
+    f"?version={V2}&statuses=PENDING": 0,
+    "?version=v3": 0,
+    "?version=test-v1%27%20OR%20%271%27%3D%271": 0,
+}
+BOUNDED_BY_VERSION_AND_STATUS = {
+    f"?version={V2}&statuses=ENQUEUED,PENDING&max=3": (3, False),
+    f"?version={V2}&statuses=ENQUEUED,PENDING&max=5": (4, True),
+    "?statuses=ENQUEUED,PENDING&max=7": (7, False),
+    "?statuses=ENQUEUED,PENDING&max=8": (7, True),
+    "?max=2&version=test-v1&statuses=PENDING": (1, True),
+}
+BAD_PARAMETERS = {
+    "statuses=": "statuses must be",
+    "statuses=RUNNING": "statuses must be",
+    "statuses=DELAYED": "statuses must be",
+    "statuses=enqueued": "statuses must be",
+    "statuses=ENQUEUED,,PENDING": "statuses must be",
+    "statuses=ENQUEUED,ENQUEUED": "statuses must be",
+    "statuses=ENQUEUED&statuses=PENDING": "give statuses once",
+    "version=": "version must be",
+    "version=v%001": "version must be",
+    "version=v1&version=v2": "give version once",
+    "version=test-v1&statuses=SUCCESS&max=3": "statuses must be",
+    "version=test-v1&statuses=PENDING&max=0": "max must be",
+    "versions=test-v1": "unknown parameters versions",
+    "status=PENDING&limit=3": "unknown parameters limit, status",
+}
+
+
+def test_metrics_counts_per_version_and_status(system_db, start_app):
+    """?version= counts one application version, ?statuses= the waiting, running or both, with or
+    without ?max=; workflows of a version no app runs stay ENQUEUED, of the app's own one runs."""
+    app = start_app(system_db, env={"WORKER_CONCURRENCY": "1"})
+    app.wait_ready()
+    for _ in range(3):
+        app.enqueue(3600)
+    client = DBOSClient(system_database_url=system_db.url, application_name=APP_NAME)
+    try:
+        for _ in range(4):
+            client.enqueue({"queue_name": QUEUE_NAME, "workflow_name": "sleep_workflow", "app_version": UNSERVED}, 3600)
+    finally:
+        client.destroy()
+    wait_for(lambda: system_db.count("PENDING") == 1, 30, "one workflow running")
+    assert system_db.count("ENQUEUED") == 6
+    assert {q: app.get("/metrics/taskQueue" + q) for q in BY_VERSION_AND_STATUS} == {
+        q: (200, {"queue_length": n, "queue_length_exact": True}) for q, n in BY_VERSION_AND_STATUS.items()}
+    assert {q: app.get("/metrics/taskQueue" + q) for q in BOUNDED_BY_VERSION_AND_STATUS} == {
+        q: (200, {"queue_length": n, "queue_length_exact": exact})
+        for q, (n, exact) in BOUNDED_BY_VERSION_AND_STATUS.items()}
+    assert app.get(f"/metrics/noSuchQueue?version={V2}&statuses=ENQUEUED,PENDING") == \
+        (200, {"queue_length": 0, "queue_length_exact": True})
+    for query, message in BAD_PARAMETERS.items():
+        code, body = app.get(f"/metrics/taskQueue?{query}")
+        assert (code, message in body["error"]) == (400, True), (query, body)
+
+
 def test_start_and_stop_are_logged_as_json(sqlite_db, start_app):
     app = start_app(sqlite_db, env={"WORKER_CONCURRENCY": "3"})
     app.wait_ready()
@@ -98,8 +177,9 @@ async def test_healthz_and_enqueue_refuse_while_starting_and_draining():
         assert resp.status == 400
         resp = await client.get("/metrics/taskQueue")
         assert resp.status == 503
-        resp = await client.get("/metrics/taskQueue?max=0")  # input is still checked first
-        assert resp.status == 400
+        for bad in ("max=0", "statuses=RUNNING", "version="):  # input is still checked first
+            resp = await client.get(f"/metrics/taskQueue?{bad}")
+            assert resp.status == 400, bad
 
         app[STATE]["phase"] = DRAINING
         resp = await client.get("/healthz")
@@ -149,11 +229,12 @@ def test_conductor_key_without_the_extension_stops_the_app_at_start(sqlite_db, s
 async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queued(postgres_db):
     """A young system with a backlog: nearly every row of workflow_status is ENQUEUED. With the
     planner's default costs PostgreSQL then reads the whole table to count them; the depth source's
-    connection reads DBOS's partial index of in-flight workflows instead."""
+    connection reads DBOS's partial index of in-flight workflows instead, for both in-flight statuses
+    too; a version filter reads the table's rows too, of the index's matches only."""
     assert dbos_migrate(postgres_db.url).returncode == 0
     client = DBOSClient(system_database_url=postgres_db.url, application_name=APP_NAME)
     try:
-        options = {"queue_name": QUEUE_NAME, "workflow_name": "sleep_workflow"}
+        options = {"queue_name": QUEUE_NAME, "workflow_name": "sleep_workflow", "app_version": "v1"}
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda _: client.enqueue(options, 3600), range(QUEUED)))
     finally:
@@ -177,6 +258,16 @@ async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queu
         bounded = count_sql(PostgresQueueDepth, 20).replace("%s", f"'{QUEUE_NAME}'", 1).replace("%s", f"'{APP_NAME}'")
         cursor = await depth.conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + bounded)
         bounded_plan = plan(await cursor.fetchall())
+        counts = [(None, IN_FLIGHT_STATUSES, None), (None, ("PENDING",), None), (20, IN_FLIGHT_STATUSES, "v1"),
+                  (None, IN_FLIGHT_STATUSES, "v2")]
+        assert [await depth.count(QUEUE_NAME, *args) for args in counts] == [QUEUED, 0, 20, 0]
+        in_flight = {}
+        for limit, version in ((None, None), (20, None), (20, "v1")):
+            statement = count_sql(PostgresQueueDepth, limit, IN_FLIGHT_STATUSES, version is not None)
+            for value in count_params(QUEUE_NAME, version):
+                statement = statement.replace("%s", f"'{value}'", 1)
+            cursor = await depth.conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + statement)
+            in_flight[limit, version] = plan(await cursor.fetchall())
         plans = []
         for statement in checks:
             cursor = await depth.conn.execute(statement)
@@ -187,6 +278,12 @@ async def test_the_depth_count_reads_the_in_flight_index_when_most_rows_are_queu
     # the bounded count reads 20 index entries of the 3000, not all of them
     assert "Index Only Scan using idx_workflow_status_in_flight_v2" in bounded_plan, bounded_plan
     assert "(actual rows=20 loops=1)" in bounded_plan.split("Index Only Scan", 1)[1].splitlines()[0], bounded_plan
+    # ENQUEUED and PENDING: the same index-only scans; with a version, an index scan that reads the
+    # table's rows of its 20 entries
+    for key, scan, rows in (((None, None), "Index Only Scan", QUEUED), ((20, None), "Index Only Scan", 20),
+                            ((20, "v1"), "Index Scan", 20)):
+        assert f"{scan} using idx_workflow_status_in_flight_v2" in in_flight[key], in_flight[key]
+        assert f"(actual rows={rows} loops=1)" in in_flight[key].split(scan, 1)[1].splitlines()[0], in_flight[key]
 
 
 def plan(rows: list[tuple] | None) -> str:
