@@ -11,7 +11,9 @@ The rule, safe by construction:
   still be finishing its workflows within its grace period), or a container restarting (the process
   that starts again has the same name, and recovers its own work);
 - a pod whose object is gone is dead: Kubernetes removes the object only once the kubelet has seen the
-  containers stop (or when it is force-deleted, as the node lifecycle controller does for a lost node);
+  containers stop; or when it is force-deleted (``--grace-period=0 --force``, or the pod garbage
+  collector once a lost node's Node object is deleted), which Kubernetes itself warns may leave the
+  process running: then its work may run twice, and that is the one case this rule cannot see;
 - so is a pod in phase Succeeded or Failed (evicted, say): those phases are final, its containers never
   run again;
 - only executors named like the application's pods (``executor_prefix``) are considered: the work of

@@ -151,10 +151,9 @@ class Lease:
             new_spec["acquireTime"] = moment
             taken_over = 1 if spec.get("holderIdentity") else 0
             new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + taken_over
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace,
-                             "resourceVersion": lease["metadata"]["resourceVersion"]},
-                "spec": new_spec}
+        # the object as read (its labels, and the resourceVersion that makes the write conditional), with
+        # the new spec: an update replaces the whole object
+        body = {**lease, "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": new_spec}
         try:
             written = self.api.request("PUT", self.path, body)
         except KubeError as exc:
@@ -178,9 +177,7 @@ class Lease:
         spec = lease.get("spec") or {}
         if spec.get("holderIdentity") != self.identity:
             return
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace,
-                             "resourceVersion": lease["metadata"]["resourceVersion"]},
+        body = {**lease, "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "spec": {key: value for key, value in spec.items() if key != "holderIdentity"}}
         self.api.request("PUT", self.path, body)
         self.renewed_at = None

@@ -12,7 +12,8 @@ Configuration (environment): ``DBOS_SYSTEM_DATABASE_URL`` (the application's, as
 role), ``RECONCILER_NAMESPACE``, ``RECONCILER_POD_NAME`` (its identity in the Lease),
 ``RECONCILER_LEASE_NAME``, ``RECONCILER_LEASE_SECONDS`` (15), ``RECONCILER_INTERVAL_SECONDS`` (10),
 ``RECONCILER_EXECUTOR_PREFIX`` (the application's pods' names start with it), ``RECONCILER_APPLICATION_NAME``
-(optional: only that DBOS application's workflows), ``PORT`` (8080).
+(optional: only that DBOS application's workflows), ``RECONCILER_MAX_RECOVERIES`` (10: how many times
+one workflow is resumed at most), ``PORT`` (8080).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Settings:
     interval_seconds: float = 10.0
     application_name: str | None = None
     port: int = 8080
+    max_recoveries: int = 10
 
     def __repr__(self) -> str:  # never the database password
         return (f"Settings(namespace={self.namespace}, identity={self.identity}, lease={self.lease_name}, "
@@ -74,7 +76,12 @@ class Settings:
             interval_seconds=_number(env, "RECONCILER_INTERVAL_SECONDS", 10.0, minimum=0.1),
             application_name=env.get("RECONCILER_APPLICATION_NAME") or None,
             port=int(_number(env, "PORT", 8080, minimum=1, maximum=65535, whole=True)),
+            max_recoveries=int(_number(env, "RECONCILER_MAX_RECOVERIES", 10, minimum=1, whole=True)),
         )
+        if settings.interval_seconds >= settings.lease_seconds - 2:
+            raise SettingsError(f"RECONCILER_INTERVAL_SECONDS ({settings.interval_seconds:g}) must be less than "
+                                f"RECONCILER_LEASE_SECONDS less 2 ({settings.lease_seconds - 2}): the holder renews "
+                                "the Lease once a pass, and acts only while its renewal is that fresh")
         if not settings.database_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
             raise SettingsError("DBOS_SYSTEM_DATABASE_URL must be a postgresql:// URL")
         return settings
@@ -112,6 +119,7 @@ class Reconciler:
         self.last_pass: float | None = None
         self.last_error: str | None = None
         self.recovered_total = 0
+        self.attempts: dict[str, int] = {}  # workflow id -> how many times this process resumed it
 
     def pending(self) -> list[Pending]:
         found = self.client.list_workflows(status="PENDING", load_input=False, load_output=False,
@@ -132,17 +140,47 @@ class Reconciler:
         if not candidates:
             return []
         plan = recoveries(candidates, self.api.pods(self.settings.namespace), self.settings.executor_prefix)
-        if plan and not self.lease.holding():
-            event("lease_stale", level=logging.WARNING, lease=self.settings.lease_name,
-                  note="the pass took too long to act on: next pass")
-            return []
+        done = []
         for recovery in plan:
-            self.client.resume_workflows(list(recovery.workflow_ids), queue_name=recovery.queue_name)
-            self.recovered_total += len(recovery.workflow_ids)
-            event("recovered", executor=recovery.executor_id, queue=recovery.queue_name,
-                  workflow_ids=list(recovery.workflow_ids), app_versions=list(recovery.app_versions),
-                  count=len(recovery.workflow_ids))
-        return plan
+            # DBOS's resume is unconditional (any workflow not yet SUCCESS or ERROR becomes ENQUEUED): right
+            # before it, the Lease must still be fresh and each workflow still PENDING on the dead executor.
+            # This narrows the window in which another holder may have resumed them too; it does not close
+            # it (the read and the resume are two statements).
+            if not self.lease.holding():
+                event("lease_stale", level=logging.WARNING, lease=self.settings.lease_name,
+                      note="the pass took too long to act on: the rest waits for the next pass")
+                break
+            still = [w.workflow_id for w in self.client.list_workflows(
+                workflow_ids=list(recovery.workflow_ids), status="PENDING", executor_id=recovery.executor_id,
+                load_input=False, load_output=False)]
+            ids = [w for w in still if self.admit(w, recovery.executor_id)]
+            if not ids:
+                continue
+            try:
+                self.client.resume_workflows(ids, queue_name=recovery.queue_name)
+            except Exception as exc:  # a workflow deleted since the read, say: the other groups go on
+                event("recovery_failed", level=logging.WARNING, executor=recovery.executor_id, workflow_ids=ids,
+                      error=f"{type(exc).__name__}: {exc}")
+                continue
+            self.recovered_total += len(ids)
+            event("recovered", executor=recovery.executor_id, queue=recovery.queue_name, workflow_ids=ids,
+                  app_versions=list(recovery.app_versions), count=len(ids))
+            done.append(recovery)
+        return done
+
+    def admit(self, workflow_id: str, executor_id: str) -> bool:
+        """Whether to resume ``workflow_id`` once more. DBOS's resume resets its recovery attempts, so
+        DBOS's own limit never stops a workflow whose run kills its pod each time (out of memory, say):
+        this process stops after ``max_recoveries`` of its own, and says so once."""
+        count = self.attempts.get(workflow_id, 0)
+        if count >= self.settings.max_recoveries:
+            if count == self.settings.max_recoveries:
+                event("recovery_abandoned", level=logging.ERROR, workflow_id=workflow_id, executor=executor_id,
+                      recoveries=count, note="left PENDING: see why its pods die, then resume it by hand")
+                self.attempts[workflow_id] = count + 1
+            return False
+        self.attempts[workflow_id] = count + 1
+        return True
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -29,3 +29,10 @@ def test_defaults_and_the_password_never_printed():
 def test_bad_values_are_refused_naming_the_variable(name, value, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({**BASE, name: value})
+
+
+def test_the_interval_must_leave_the_lease_fresh():
+    message = r"RECONCILER_INTERVAL_SECONDS \(13\) must be less than RECONCILER_LEASE_SECONDS less 2"
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({**BASE, "RECONCILER_INTERVAL_SECONDS": "13"})
+    assert Settings.from_env({**BASE, "RECONCILER_INTERVAL_SECONDS": "12.5"}).interval_seconds == 12.5
