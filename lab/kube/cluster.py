@@ -19,6 +19,8 @@ What kwok does not give and the lab sets itself:
 - The aggregation layer's front proxy (``--requestheader-*``), which kwokctl leaves half set up:
   KEDA's metrics adapter is an aggregated API server (see :func:`kwokctl_config`).
 - kwok's ``Logs`` kind, so that kwok serves the logs the runner keeps (``kubectl logs``).
+- The HPA controller's sync period, 3 s (:data:`HPA_SYNC_SECONDS`; 15 s by default and on EKS): a
+  lab timing, so that the autoscaling tests watch scale-ups and scale-ins in a minute or two.
 - Stages (:func:`stages`): kwok leaves the runner's pods to the runner, and fails the pods of
   :data:`FAILING_IMAGE`.
 """
@@ -66,6 +68,7 @@ FAILING_IMAGE = "lab.invalid/fails:exit-1"
 # client certificate
 PROXY_CLIENT_NAME = "kwok-admin"
 POD_CIDR = "127.1.0.0/24"
+HPA_SYNC_SECONDS = 3  # kube-controller-manager's --horizontal-pod-autoscaler-sync-period here
 
 
 class ClusterError(RuntimeError):
@@ -161,6 +164,10 @@ def kwokctl_config(ports: dict[str, int], kubectl: str, host_run: dict[str, list
                 ("requestheader-username-headers", "X-Remote-User"),
                 ("requestheader-group-headers", "X-Remote-Group"),
                 ("requestheader-extra-headers-prefix", "X-Remote-Extra-"))),
+        ]}, {"name": "kube-controller-manager", "extraArgs": [
+            # the HPA controller's period (15 s by default, and on EKS): the lab's autoscaling tests and
+            # make demo-autoscale watch several scale-ups and scale-ins within a minute or two
+            {"key": "horizontal-pod-autoscaler-sync-period", "value": f"{HPA_SYNC_SECONDS}s"},
         ]}],
     }, *stages(host_run or {}, repositories)]
 

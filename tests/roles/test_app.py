@@ -245,8 +245,9 @@ def test_building_the_image_needs_a_docker_engine_and_stops_before_the_cluster(r
     ({"app_shutdown_grace_seconds": 40},
      "app_termination_grace_seconds (35) must be more than app_shutdown_grace_seconds (40)"),
     ({"app_termination_grace_seconds": "soon"}, "app_termination_grace_seconds"),
-    ({"app_reconciler_interval_seconds": -5}, "app_reconciler_interval_seconds must be more than 0"),
-    ({"app_reconciler_interval_seconds": 0}, "app_reconciler_interval_seconds must be more than 0"),
+    ({"app_reconciler_interval_seconds": -5}, "app_reconciler_interval_seconds must be at least 0.1"),
+    ({"app_reconciler_interval_seconds": 0}, "app_reconciler_interval_seconds must be at least 0.1"),
+    ({"app_reconciler_interval_seconds": 14}, "app_reconciler_interval_seconds (14) must be less than"),
     ({"app_reconciler_lease_seconds": 2}, "app_reconciler_lease_seconds must be at least 3"),
     ({"app_reconciler_image": "dbos-reconciler:0.1.0"}, "app_reconciler_image must name its registry"),
 ])

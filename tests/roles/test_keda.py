@@ -105,6 +105,51 @@ def test_metrics_api_scaled_object_is_the_guides_and_validates(metrics_api, kube
         "targetValue": str(CONCURRENCY)}}]  # the app's concurrency variable, not a number of the role's own
 
 
+def test_each_version_scales_on_its_own_work_and_a_retired_versions_scaledobject_goes_with_it(runner, kube):
+    """The app role's current Deployment (version 3) and a retained one (version 2): one ScaledObject each,
+    each counting its own version's work, the retained one from 0 and owned by its Deployment, so that
+    the real garbage collector deletes it with the Deployment (as the app role's retire does)."""
+    namespace = target_namespace(kube)
+    apps = client.AppsV1Api(kube)
+    apps.patch_namespaced_deployment("dbos-app", namespace, {"metadata": {"labels": {  # as the app role labels it
+        "app.kubernetes.io/name": "dbos-app", "dbos.dev/app-version": "3"}}})
+    labels = {"app.kubernetes.io/name": "dbos-app", "dbos.dev/deployment": "dbos-app-2"}
+    kept = {**labels, "dbos.dev/app-version": "2", "dbos.dev/retained": "true"}
+    container = {"name": "app", "image": "lab.invalid/not-run:2"}
+    retained = apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "dbos-app-2", "labels": kept},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [container]}}}})
+    extra = {"dbos_namespace": namespace, "dbos_worker_concurrency": CONCURRENCY, **NOT_VERIFIED}
+    result = runner.run(PLAY, extra_vars=extra)
+    assert result.ok, result.explain()
+
+    def trigger_url(name):
+        [trigger] = scaled_object(kube, namespace, name)["spec"]["triggers"]
+        return urllib.parse.urlsplit(trigger["metadata"]["url"]).query
+
+    assert trigger_url(SCALED_OBJECT) == "version=3&statuses=ENQUEUED,PENDING&max=30"
+    old = scaled_object(kube, namespace, "dbos-app-2-scaledobject")
+    assert trigger_url("dbos-app-2-scaledobject") == "version=2&statuses=ENQUEUED,PENDING&max=30"
+    assert (old["spec"]["scaleTargetRef"]["name"], old["spec"]["minReplicaCount"]) == ("dbos-app-2", 0)
+    assert [(o["kind"], o["name"], o["uid"]) for o in old["metadata"]["ownerReferences"]] == [
+        ("Deployment", "dbos-app-2", retained.metadata.uid)]
+    again = runner.run(PLAY, extra_vars=extra)
+    assert again.ok and again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+    apps.delete_namespaced_deployment("dbos-app-2", namespace)  # retired
+
+    def collected():
+        try:
+            scaled_object(kube, namespace, "dbos-app-2-scaledobject")
+        except client.ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(collected, 60, "the garbage collector to delete the retired version's ScaledObject")
+    assert trigger_url(SCALED_OBJECT) == "version=3&statuses=ENQUEUED,PENDING&max=30"
+
+
 def test_metrics_api_says_the_hpa_was_not_checked(metrics_api):
     result, _ = metrics_api
     msg = result.task("Say that the HPA was not checked")["msg"]
@@ -159,6 +204,10 @@ def test_an_endpoint_without_a_bound_parameter(runner, kube, keda_ns):
     ({"keda_statuses": "ENQUEUED"}, 'keda_statuses must be a list, got the string "ENQUEUED"'),
     ({"keda_application_version": "v1\n"}, "keda_application_version must be a version string without control"),
     ({"keda_application_version": 1.1}, "keda_application_version must be a version string"),
+    ({"keda_application_version": "v1"}, "keda_application_version (\"v1\") is for keda_scale_per_version false"),
+    ({"keda_retained_min_replicas": -1}, "keda_retained_min_replicas must be a whole number from 0 to keda_max"),
+    ({"keda_retained_min_replicas": 11}, "keda_retained_min_replicas must be a whole number from 0"),
+    ({"keda_statuses": ["ENQUEUED"]}, "leaves PENDING out, so an older version whose workflows are"),
     ({"keda_trigger": "prometheus"}, "keda_trigger"),
 ])
 def test_bad_input_fails_before_any_change_naming_the_variable(runner, kube, extra, message):
@@ -476,7 +525,7 @@ def test_both_triggers_count_the_statuses_and_the_version_they_are_given(runner,
     wait_for(lambda: app.get("/metrics/taskQueue")[1]["queue_length"] == 10, 30, "7 + 3 waiting, 2 running")
 
     common = {"dbos_namespace": postgresql["namespace"], "dbos_worker_concurrency": 2, "keda_statuses": ["ENQUEUED"],
-              "keda_application_version": UNSERVED}
+              "keda_scale_per_version": False, "keda_application_version": UNSERVED}
     by_url = runner.run(PLAY, extra_vars={**common, **NOT_VERIFIED, "keda_scaledobject_name": "one-version-api"})
     assert by_url.ok, by_url.explain()
     by_query = runner.run(PLAY, extra_vars={**postgresql["extra"], **common,

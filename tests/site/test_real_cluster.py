@@ -39,8 +39,10 @@ from tests.sample_app.harness import wait_for
 SITE = REPO / "playbooks" / "site.yml"
 TEARDOWN = REPO / "playbooks" / "teardown.yml"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-# the trigger KEDA can reach here: the lab's PostgreSQL (the metrics-api trigger's app pods do not run)
-POSTGRESQL = {"keda_trigger": "postgresql"}
+# KEDA reading the lab's PostgreSQL as the read-only role; one ScaledObject over every version, so that
+# the count below is of workflows of a version no pod runs, which leave the pods free for the tests after
+# it (tests/site/test_autoscale.py scales each version on its own work, with the metrics-api trigger)
+POSTGRESQL = {"keda_trigger": "postgresql", "keda_scale_per_version": False}
 APP_ROLE, READER = "dbos_app_role", "dbos_queue_reader"
 SCALED_OBJECT = "dbos-app-scaledobject"
 
