@@ -209,6 +209,8 @@ def test_an_endpoint_without_a_bound_parameter(runner, kube, keda_ns):
     ({"keda_retained_min_replicas": 11}, "keda_retained_min_replicas must be a whole number from 0"),
     ({"keda_statuses": ["ENQUEUED"]}, "leaves PENDING out, so an older version whose workflows are"),
     ({"keda_trigger": "prometheus"}, "keda_trigger"),
+    ({"app_termination_grace_seconds": 400},
+     "keda_scale_down_stabilization_seconds (300) is shorter than the app's app_termination_grace_seconds (400)"),
 ])
 def test_bad_input_fails_before_any_change_naming_the_variable(runner, kube, extra, message):
     namespace = f"keda-bad-{uuid.uuid4().hex[:6]}"  # does not exist: nothing may be applied there
