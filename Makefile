@@ -3,8 +3,8 @@
 # into ~/.cache/dbos-deploy/lab); everything else this file installs into the checkout, from PyPI and npm.
 #   make demo       the main job on the lab: site.yml, then the sample app and the queue-depth module
 #   make demo-autoscale  the guide's autoscaling test on the lab, its timeline and chart
-#   make test       lint + every test but the per-role molecule scenarios, on labs the tests start
-#   make test-all   the same plus the per-role molecule scenarios
+#   make test       lint + every test but the molecule scenarios and the stock strategy's -vvv converge, on labs the tests start
+#   make test-all   the same plus those (they do not fit CI's 30 minutes)
 #   make lab-up     start a lab in .lab/ (make lab-status, make lab-down)
 #   make help       all targets
 
@@ -102,10 +102,10 @@ lint: install ## ruff, ansible-lint (production profile), ansible-test sanity
 	for dep in amazon community kubernetes; do ln -s "$$bundled/$$dep" "$$sanity/ansible_collections/$$dep"; done && \
 	cd "$$sanity/ansible_collections/dbos/deploy" && $(BIN)/ansible-test sanity --python 3.11 --color no
 
-test: lint lab-build ## lint, then every test but the per-role molecule scenarios (each test session starts its own lab)
+test: lint lab-build ## lint, then every test but those marked test_all (each test session starts its own lab)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not test_all" $(PYTEST_ARGS)
 
-test-all: lint lab-build ## lint, then every test, the per-role molecule scenarios included (about 7 minutes more)
+test-all: lint lab-build ## lint, then every test, the molecule scenarios and the stock strategy's -vvv converge included (about 12 minutes more)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install lab-build ## the main job on the lab: lab up, site.yml, resources, the sample app and queue_depth answering

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+import psycopg
 import pytest
 from kubernetes import client
 
@@ -48,8 +49,15 @@ def ready(kube, namespace, count):
 def test_it_follows_the_replicas_until_they_settle(ansible, lab, kube, namespace, migrated_db):
     wait_for(lambda: ready(kube, namespace, 2), 60, "two Ready replicas")
 
-    def scale_in():
-        time.sleep(2)
+    def scale_in():  # once the module samples (its connection reads the queue), and it saw 2 replicas
+        database = migrated_db.admin_url.rsplit("/", 1)[1]
+
+        def sampling():
+            with psycopg.connect(migrated_db.admin_url, autocommit=True) as conn:
+                return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                                    "pg_backend_pid()", (database,)).fetchone()[0] > 0
+        wait_for(sampling, 60, "the module to read the queue")
+        time.sleep(1.5)
         client.AppsV1Api(kube).patch_namespaced_deployment_scale("dbos-app", namespace, {"spec": {"replicas": 1}})
 
     threading.Thread(target=scale_in, daemon=True).start()
