@@ -55,7 +55,8 @@ def start_app(tmp_path):
 # files take minutes each, and starting them first lets the short files fill in after them, instead of
 # one worker running a site file alone at the end.
 LONGEST_FIRST = ("tests/site/test_site.py", "tests/site/test_real_cluster.py", "tests/site/test_autoscale.py",
-                 "tests/molecule/", "tests/roles/test_keda.py", "tests/roles/test_app.py", "tests/roles/", "tests/site/")
+                 "tests/molecule/", "tests/roles/test_keda.py", "tests/roles/test_app.py", "tests/roles/",
+                 "tests/site/")
 
 
 def pytest_collection_modifyitems(session, config, items):
