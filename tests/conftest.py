@@ -50,17 +50,3 @@ def start_app(tmp_path):
         if app.proc and app.proc.poll() is None:
             app.kill()
 
-
-# Longest first: with --dist loadfile each file runs on one worker, in the order collected; the site
-# files take minutes each, and starting them first lets the short files fill in after them, instead of
-# one worker running a site file alone at the end.
-LONGEST_FIRST = ("tests/site/test_site.py", "tests/site/test_real_cluster.py", "tests/site/test_autoscale.py",
-                 "tests/molecule/", "tests/roles/test_keda.py", "tests/roles/test_app.py", "tests/roles/",
-                 "tests/site/")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    def rank(item):
-        path = item.nodeid.split("::", 1)[0]
-        return next((i for i, prefix in enumerate(LONGEST_FIRST) if path.startswith(prefix)), len(LONGEST_FIRST))
-    items.sort(key=rank)  # (stable: each file's tests keep their order)
