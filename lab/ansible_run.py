@@ -6,6 +6,7 @@ The playbook runs with the lab inventory (``inventories/lab``), pointed at one l
 
 from __future__ import annotations
 
+import configparser
 import functools
 import json
 import os
@@ -24,6 +25,8 @@ from lab.core import REPO, Lab
 LAB_INVENTORY = REPO / "inventories" / "lab"
 # The variables the roles share, as playbooks/site.yml loads them (playbook group_vars).
 SITE_VARS = REPO / "playbooks" / "group_vars" / "all.yml"
+# test equipment: the callback that writes down what a run applied (PlaybookResult.applied)
+RECORDING_CALLBACKS = REPO / "tests" / "callback_plugins"
 
 
 @functools.cache
@@ -53,6 +56,9 @@ class PlaybookResult:
     stderr: str
     seconds: float
     data: dict = field(default_factory=dict)
+    # (task name, object) for every object a kubernetes.core.k8s task applied (state present), as the
+    # module received it: the role's templates rendered (tests/callback_plugins/applied_manifests.py)
+    applied: list[tuple[str, dict]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -124,6 +130,17 @@ class AnsibleRunner:
             env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
         return {**env, **(extra or {})}
 
+    @staticmethod
+    def recording(path: Path) -> dict[str, str]:
+        """The environment that makes a run write down, into ``path``, what its kubernetes.core.k8s tasks
+        applied, beside the callbacks ansible.cfg enables."""
+        cfg = configparser.ConfigParser()
+        cfg.read(REPO / "ansible.cfg")
+        enabled = [c.strip() for c in cfg.get("defaults", "callbacks_enabled", fallback="").split(",") if c.strip()]
+        return {"ANSIBLE_CALLBACK_PLUGINS": str(RECORDING_CALLBACKS),
+                "ANSIBLE_CALLBACKS_ENABLED": ",".join([*enabled, "applied_manifests"]),
+                "DBOS_APPLIED_MANIFESTS": str(path)}
+
     def write_playbook(self, plays: list[dict] | str, name: str = "playbook.yml") -> Path:
         """A playbook written here runs its roles as playbooks/site.yml does: with the variables the
         roles share (playbooks/group_vars/all.yml) loaded into each play that names no vars_files."""
@@ -152,10 +169,14 @@ class AnsibleRunner:
         if verbosity:
             argv.append("-" + "v" * verbosity)
         argv += extra_args or []
+        applied = self.workdir / f"applied-{time.monotonic_ns()}.jsonl"
         t0 = time.monotonic()
-        proc = subprocess.run(argv, cwd=REPO, env=self.env(env, json_output), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(argv, cwd=REPO, env=self.env({**self.recording(applied), **(env or {})}, json_output),
+                              capture_output=True, text=True, timeout=timeout, check=False)
         result = PlaybookResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
+        if applied.exists():
+            lines = map(json.loads, applied.read_text().splitlines())
+            result.applied = [(line["task"], line["object"]) for line in lines]
         if json_output:
             # profile_tasks (ansible.cfg) prints timing lines around the JSON document
             try:

@@ -180,7 +180,9 @@ class JobApi:
             raise
 
     def create(self, namespace: str, definition: dict) -> dict:
-        return self._dict(self.batch.create_namespaced_job(namespace, definition))
+        # Strict: a field the API does not know (a misspelt key of a template) is refused, naming it,
+        # where the API's default (Warn) would drop it and run a Job other than the one written
+        return self._dict(self.batch.create_namespaced_job(namespace, definition, field_validation="Strict"))
 
     def delete(self, namespace: str, name: str) -> None:
         from kubernetes.client.exceptions import ApiException

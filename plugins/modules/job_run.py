@@ -38,6 +38,9 @@ options:
         renders it from its template with
         C(lookup('ansible.builtin.template', 'job.yaml.j2') | ansible.builtin.from_yaml).
       - C(generateName) is not supported, since an earlier run is found by its name.
+      - The Job is created with the API's strict field validation, C(fieldValidation=Strict). A field
+        the API does not know, or one given twice, fails the run before anything is made, and the
+        message names it.
     type: dict
     required: true
   namespace:

@@ -138,3 +138,14 @@ def test_a_definition_that_is_no_job_fails_before_any_call(ansible, lab, namespa
     result = ansible.run(play(lab, run_task("Pod", definition={"apiVersion": "v1", "kind": "Pod",
                                                                "metadata": {"name": "p", "namespace": namespace}})))
     assert "must be apiVersion batch/v1, kind Job" in result.task("Pod")["msg"]
+
+
+def test_a_field_the_api_does_not_know_is_refused_by_the_server_naming_it(ansible, lab, kube, namespace):
+    """Created with strict field validation: the API's default (Warn) would drop the misspelt key and run
+    a Job without it."""
+    typo = job("typo", namespace, ["echo", "x"])
+    typo["spec"]["template"]["spec"]["containers"][0]["comand"] = ["echo", "y"]
+    failed = ansible.run(play(lab, run_task("Typo", definition=typo))).task("Typo")
+    assert failed["failed"] and failed["msg"].startswith("the Kubernetes API refused: 400 Bad Request"), failed
+    assert 'unknown field \\"spec.template.spec.containers[0].comand\\"' in failed["msg"], failed["msg"]
+    assert "typo" not in [j.metadata.name for j in client.BatchV1Api(kube).list_namespaced_job(namespace).items]

@@ -20,7 +20,7 @@ from kubernetes import client
 from lab.ansible_run import STRATEGIES
 from lab.core import REPO
 from tests.roles.conftest import admin_secret, controller_mode, handed_on, queue_db_tunnel
-from tests.roles.manifests import as_rendered, validation_errors
+from tests.roles.manifests import strict_refusals
 from tests.sample_app.harness import (
     wait_for,
 )
@@ -86,8 +86,10 @@ def metrics_api(runner, keda_ns):
 
 
 def test_metrics_api_scaled_object_is_the_guides_and_validates(metrics_api, kube, keda_ns):
+    result, _ = metrics_api
+    assert "ScaledObject" in {o["kind"] for _, o in result.applied}
+    assert strict_refusals(kube, result.applied) == {}
     obj = scaled_object(kube, keda_ns)
-    assert validation_errors(as_rendered(obj)) == []
     spec = obj["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dbos-app"}
     assert (spec["pollingInterval"], spec["cooldownPeriod"], spec["minReplicaCount"], spec["maxReplicaCount"]) == (
@@ -170,8 +172,8 @@ def test_one_trigger_per_queue(runner, kube, keda_ns):
                                           "keda_scaledobject_name": name,
                                           "keda_queues": ["taskQueue", "emails high/low"]})
     assert result.ok, result.explain()
+    assert strict_refusals(kube, result.applied) == {}
     obj = scaled_object(kube, keda_ns, name)
-    assert validation_errors(as_rendered(obj)) == []
     assert [t["metadata"]["url"].rsplit("/metrics/", 1)[1] for t in obj["spec"]["triggers"]] == [
         "taskQueue?statuses=ENQUEUED,PENDING&max=20", "emails%20high%2Flow?statuses=ENQUEUED,PENDING&max=20"]
 
@@ -263,7 +265,9 @@ def test_postgresql_trigger_uses_the_modules_query_through_a_trigger_authenticat
     obj = scaled_object(kube, postgresql["namespace"], "to-zero")
     auth = client.CustomObjectsApi(kube).get_namespaced_custom_object(
         "keda.sh", "v1alpha1", postgresql["namespace"], "triggerauthentications", "dbos-queue-reader")
-    assert validation_errors(as_rendered(obj)) == [] and validation_errors(as_rendered(auth)) == []
+    applied = postgresql["result"].applied
+    assert {"ScaledObject", "TriggerAuthentication"} <= {o["kind"] for _, o in applied}
+    assert strict_refusals(kube, applied) == {}
     assert obj["spec"]["minReplicaCount"] == 0
     [trigger] = obj["spec"]["triggers"]
     assert trigger == {"type": "postgresql", "metricType": "AverageValue",
@@ -372,7 +376,7 @@ def test_cluster_mode_grants_from_a_job(runner, kube, database, lab):
     result = runner.run(PLAY, extra_vars=extra)
     assert result.ok, result.explain()
     job = client.BatchV1Api(kube).read_namespaced_job("dbos-queue-reader-grants", namespace)
-    assert validation_errors(as_rendered(client.ApiClient().sanitize_for_serialization(job))) == []
+    assert strict_refusals(kube, result.applied) == {}  # (the Job itself is created strict by job_run)
     [container] = job.spec.template.spec.containers
     refs = {e.name: (e.value_from.secret_key_ref.name, e.value_from.secret_key_ref.key) for e in container.env
             if e.value_from}

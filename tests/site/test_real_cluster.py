@@ -1,5 +1,5 @@
 """playbooks/site.yml on the lab's real control plane, with the postgresql trigger: the real API
-server (RBAC, admission, strict field validation by kubernetes.core's server-side apply), the real
+server (RBAC, admission; everything the roles applied is submitted again with strict field validation), the real
 Sealed Secrets controller unsealing the roles' SealedSecrets, the roles' Jobs and the app's pods
 running their containers (the lab's images: psql, ``dbos migrate``, the sample app) against the RDS
 endpoint's name, the real KEDA operator and metrics adapter (through the aggregation layer) reading
@@ -34,6 +34,7 @@ from kubernetes.client.rest import ApiException
 
 from lab.ansible_run import STRATEGIES, AnsibleRunner
 from lab.core import REPO, Lab
+from tests.roles.manifests import strict_refusal, strict_refusals
 from tests.sample_app.harness import wait_for
 
 SITE = REPO / "playbooks" / "site.yml"
@@ -258,6 +259,26 @@ def test_a_second_run_and_check_mode_change_nothing(converged):
         again = runner.run(SITE, check=check, extra_vars=POSTGRESQL)
         assert again.ok, again.explain()
         assert again.changed == 0, [n for n, r in again.tasks() if r.get("changed")]
+
+
+def test_what_the_roles_applied_is_accepted_with_strict_field_validation(converged):
+    """The roles apply under the API's default field validation (Warn), which drops an unknown field and
+    succeeds: every object they applied is submitted again, as a server-side apply with
+    ``fieldValidation=Strict``, dry run, to the real API server, against the CRDs KEDA and Sealed Secrets
+    ship for the custom resources."""
+    lab, _, first, _, _ = converged
+    assert first.ok, first.stdout[-3000:]
+    kinds = {(obj["apiVersion"], obj["kind"]) for _, obj in first.applied}
+    assert {("v1", "Namespace"), ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"),
+            ("bitnami.com/v1alpha1", "SealedSecret"), ("keda.sh/v1alpha1", "ScaledObject"),
+            ("keda.sh/v1alpha1", "TriggerAuthentication"), ("rbac.authorization.k8s.io/v1", "Role"),
+            ("coordination.k8s.io/v1", "Lease")} <= kinds, kinds
+    api = config.new_client_from_config(lab.kube["kubeconfig"])
+    assert strict_refusals(api, first.applied) == {}
+    # the same submission refuses a field the CRD does not have
+    [scaled] = [obj for _, obj in first.applied if obj["kind"] == "ScaledObject"]
+    misspelt = {**scaled, "spec": {**scaled["spec"], "maxReplicas": 3}}
+    assert ".spec.maxReplicas: field not declared in schema" in (strict_refusal(api, misspelt) or "")
 
 
 def external_metric(lab: Lab) -> tuple[str, list[dict]]:
