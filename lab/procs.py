@@ -28,21 +28,47 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (field 22 of ``/proc/<pid>/stat``); None when
+    there is no such process. Unlike a wall-clock start time (psutil's ``create_time()``: the boot time,
+    which a step of the machine's clock moves, plus these ticks), nothing but a new process changes it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # (the command name, field 2, is in parentheses and may hold spaces: count from after it; field 3 is first)
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 @dataclass
 class Proc:
-    """A process the lab started: its pid and start time, so a recycled pid is never killed."""
+    """A process the lab started: its pid and when it started, so a recycled pid is never killed.
+
+    ``start_ticks`` tells the process from a later one with the same pid, whatever the clock did
+    between ``lab up`` and ``lab down``; ``create_time`` (wall clock) is kept for display."""
 
     name: str
     pid: int
     create_time: float
     log: str
+    start_ticks: int | None = None
+
+    @classmethod
+    def of(cls, name: str, pid: int, log: str) -> Proc:
+        """The record of the running process ``pid``; raises psutil.NoSuchProcess when it is gone."""
+        return cls(name=name, pid=pid, create_time=psutil.Process(pid).create_time(), log=log,
+                   start_ticks=start_ticks(pid))
 
     def handle(self) -> psutil.Process | None:
         try:
             p = psutil.Process(self.pid)
         except psutil.NoSuchProcess:
             return None
-        if abs(p.create_time() - self.create_time) > 0.5 or p.status() == psutil.STATUS_ZOMBIE:
+        if self.start_ticks is not None:
+            same = start_ticks(self.pid) == self.start_ticks
+        else:  # a record written without the ticks
+            same = abs(p.create_time() - self.create_time) <= 0.5
+        if not same or p.status() == psutil.STATUS_ZOMBIE:
             return None
         return p
 
@@ -60,7 +86,7 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
     with open(log, "ab") as out:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              env=full_env, start_new_session=True, close_fds=True, **kw)
-    return Proc(name=name, pid=p.pid, create_time=psutil.Process(p.pid).create_time(), log=str(log))
+    return Proc.of(name, p.pid, str(log))
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -290,11 +290,10 @@ def _processes(workdir: Path) -> list[procs.Proc]:
     for pid_file in sorted((cluster_dir(workdir) / "pids").glob("*.pid")):
         pid = int(pid_file.read_text().strip())
         try:
-            created = psutil.Process(pid).create_time()
+            found.append(procs.Proc.of(f"kube:{pid_file.stem}", pid,
+                                       str(cluster_dir(workdir) / "logs" / f"{pid_file.stem}.log")))
         except psutil.NoSuchProcess:
             raise ClusterError(f"{pid_file.stem} exited at once; see {cluster_dir(workdir) / 'logs'}") from None
-        found.append(procs.Proc(name=f"kube:{pid_file.stem}", pid=pid, create_time=created,
-                                log=str(cluster_dir(workdir) / "logs" / f"{pid_file.stem}.log")))
     if not found:
         raise ClusterError(f"kwokctl started nothing; see {cluster_dir(workdir) / 'logs'}")
     return found
