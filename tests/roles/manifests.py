@@ -70,11 +70,13 @@ def validation_errors(obj: dict) -> list[str]:
     return []
 
 
-def strict_refusal(api_client, obj: dict) -> str | None:
+def strict_refusal(api_client, obj: dict, dynamic: DynamicClient | None = None) -> str | None:
     """None when the API server accepts ``obj`` as a server-side apply with strict field validation
     (``dryRun=All``: nothing is changed), else the server's message: an unknown or duplicate field, or
-    any other reason the object is refused."""
-    resource = DynamicClient(api_client).resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    any other reason the object is refused. (``dynamic``: a DynamicClient of ``api_client`` already made,
+    whose discovery of the API's resources is then reused.)"""
+    dynamic = dynamic or DynamicClient(api_client)
+    resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     metadata = obj["metadata"]
     path = resource.path(name=metadata["name"], namespace=metadata.get("namespace") if resource.namespaced else None)
     try:
@@ -96,6 +98,7 @@ def strict_refusals(api_client, applied: list[tuple[str, dict]]) -> dict[str, st
     ``PlaybookResult.applied``) that the API server refuses under strict field validation; empty when it
     accepts them all. Fails when there is nothing to check, which would make the check pass for nothing."""
     assert applied, "the run applied nothing through kubernetes.core.k8s"
-    refused = {f"{task}: {obj['kind']} {obj['metadata']['name']}": strict_refusal(api_client, obj)
+    dynamic = DynamicClient(api_client)
+    refused = {f"{task}: {obj['kind']} {obj['metadata']['name']}": strict_refusal(api_client, obj, dynamic)
                for task, obj in applied}
     return {name: why for name, why in refused.items() if why}
