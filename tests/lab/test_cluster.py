@@ -153,15 +153,22 @@ def test_pods_and_nodes_have_loopback_addresses_and_services_no_endpoints(api):
     # API validation refuses a loopback address in Endpoints, so the endpoints controller leaves the
     # Service without one to dial: its Endpoints are empty (written before the pod had its address) or
     # missing (the write with the address refused, retried with back-off). Either way the proxy refuses.
+    answers = []
+
     def refused():
         try:
             core.connect_get_namespaced_service_proxy_with_path("echo:8080", namespace, "healthz")
         except ApiException as e:
             # 404 naming the Service: not yet in the API server's own view of it
+            answers.append(f"{e.status} {e.body[:200]}")
             return e if e.status == 503 or (e.status == 404 and "endpoints" in e.body) else None
         raise AssertionError("the service proxy reached something")
 
-    refusal = wait_for(refused, 60, "the service proxy to refuse")
+    # (120 s: once, in a CI run with two workers, 60 s went by without the refusal)
+    try:
+        refusal = wait_for(refused, 120, "the service proxy to refuse")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; its last answers: {answers[-3:]}") from None
     endpoints = read_or_none(core.read_namespaced_endpoints, "echo", namespace)
     assert endpoints is None or not [a for subset in endpoints.subsets or [] for a in subset.addresses or []], \
         endpoints.subsets
